@@ -1,0 +1,79 @@
+/**
+ * The Koa application: request ids and access logs, the one error handler, the JSON body
+ * parser, and the routers. Built from explicit dependencies so tests can run several at once.
+ */
+import { randomUUID } from 'node:crypto';
+import bodyParser from '@koa/bodyparser';
+import Router from '@koa/router';
+import Koa, { type Context, type Next } from 'koa';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import type { Db } from '../db';
+import type { Logger } from '../logger';
+import type { TmcClient } from '../tmc';
+import { ApiError, errorHandler } from './errors';
+import { tmcServerRoutes } from './tmcServer';
+
+export interface AppDeps {
+  config: Config;
+  db: Db;
+  temporal: Client;
+  tmc: TmcClient;
+  log: Logger;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+function requestContext(log: Logger) {
+  return async (ctx: Context, next: Next) => {
+    const incoming = ctx.get('x-request-id');
+    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    ctx.state.requestId = requestId;
+    ctx.set('X-Request-Id', requestId);
+    const started = process.hrtime.bigint();
+    try {
+      await next();
+    } finally {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      log.info({ requestId, method: ctx.method, route: ctx._matchedRoute ?? null, status: ctx.status, ms: Math.round(ms * 10) / 10 }, 'request');
+    }
+  };
+}
+
+export function createApp(deps: AppDeps): Koa {
+  const app = new Koa();
+  app.proxy = true;
+  app.silent = true;
+
+  const health = new Router();
+  health.get('/healthz', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+
+  const tmcServer = tmcServerRoutes(deps);
+
+  app.use(requestContext(deps.log));
+  app.use(errorHandler(deps.log));
+  app.use(
+    bodyParser({
+      enableTypes: ['json'],
+      jsonLimit: deps.config.http.maxBodyBytes,
+      // Any JSON value is parsed; the schemas then say what is wrong with it.
+      jsonStrict: false,
+      onError: (err) => {
+        throw err;
+      },
+    }),
+  );
+  for (const router of [health, tmcServer]) {
+    app.use(router.routes());
+    app.use(
+      router.allowedMethods({
+        throw: true,
+        methodNotAllowed: () => new ApiError(405, 'Method not allowed.'),
+        notImplemented: () => new ApiError(405, 'Method not allowed.'),
+      }),
+    );
+  }
+  return app;
+}

@@ -1,0 +1,105 @@
+/**
+ * The one error shape of every endpoint, headless-lms's ControllerError JSON:
+ * `{"title","message","source":null,"data"}`. Every failure, expected or not, is turned into
+ * it here, in one place.
+ */
+import type { Context, Next } from 'koa';
+import { ActivityFailure, ApplicationFailure, WorkflowUpdateFailedError } from '@temporalio/client';
+import { isDbUnavailable } from '../db';
+import type { Logger } from '../logger';
+import { isTemporalUnavailable } from '../temporal/client';
+import { FailureType } from '../workflows/shared';
+
+export interface ErrorBody {
+  title: string;
+  message: string;
+  source: null;
+  data: unknown;
+}
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  410: 'Gone',
+  413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Entity',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+};
+
+/** An error whose status and message are meant for the caller. */
+export class ApiError extends Error {
+  override name = 'ApiError';
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly data: unknown = null,
+  ) {
+    super(message);
+  }
+}
+
+export function errorBody(status: number, message: string, data: unknown = null): ErrorBody {
+  return { title: TITLES[status] ?? 'Error', message, source: null, data };
+}
+
+/** Maps an error to the answer the caller gets; unknown errors become a 500 without details. */
+export function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+
+  // Body parser errors (co-body / raw-body) carry an HTTP status of their own.
+  const e = err as { status?: unknown; type?: unknown; expose?: unknown };
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
+    if (e.status === 413) return new ApiError(413, 'The request body is too large.');
+    if (e.status === 415) return new ApiError(415, 'Unsupported content encoding.');
+    if (e.type === 'entity.parse.failed' || e.status === 400) return new ApiError(400, 'The request body is not valid JSON.');
+    return new ApiError(e.status, 'The request could not be read.');
+  }
+
+  if (err instanceof WorkflowUpdateFailedError) {
+    const cause = err.cause instanceof ActivityFailure ? err.cause.cause : err.cause;
+    if (cause instanceof ApplicationFailure) {
+      switch (cause.type) {
+        case FailureType.TmcUserNotFound:
+          return new ApiError(404, 'The user was not found in TMC.');
+        case FailureType.TmcUnauthorized:
+          return new ApiError(502, 'TMC refused this service\'s access token.');
+        case FailureType.TmcUnavailable:
+          return new ApiError(502, 'TMC is unavailable.');
+        case FailureType.DatabaseUnavailable:
+          return new ApiError(503, 'The database is unavailable.');
+      }
+    }
+    return new ApiError(500, 'The operation failed.');
+  }
+  if (isDbUnavailable(err)) return new ApiError(503, 'The database is unavailable.');
+  if (isTemporalUnavailable(err)) return new ApiError(503, 'The workflow service is unavailable.');
+  return new ApiError(500, 'Internal server error.');
+}
+
+/** Koa middleware: the outermost layer, so nothing escapes without the error JSON. */
+export function errorHandler(log: Logger) {
+  return async (ctx: Context, next: Next) => {
+    try {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) {
+        throw new ApiError(404, `No route for ${ctx.method} ${ctx.path}.`);
+      }
+    } catch (err) {
+      const apiError = toApiError(err);
+      if (apiError.status >= 500) {
+        // Log the error's class and message, never request bodies: they may hold passwords.
+        log.error({ err: { name: (err as Error)?.name, message: (err as Error)?.message }, requestId: ctx.state.requestId }, 'request failed');
+      }
+      ctx.status = apiError.status;
+      ctx.body = errorBody(apiError.status, apiError.message, apiError.data);
+    }
+  };
+}

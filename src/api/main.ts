@@ -1,0 +1,60 @@
+/** The API process: `npm run start:api`. Needs DATABASE_URL and TEMPORAL_ADDRESS. */
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import { loadConfig, type Config } from '../config';
+import { createDb, migrate, type Db } from '../db';
+import { createLogger, type Logger } from '../logger';
+import { createTemporalClient } from '../temporal/client';
+import { TmcClient } from '../tmc';
+import { createApp } from './app';
+
+export interface RunningApi {
+  server: Server;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Starts the API on `port` (0 for any free one). */
+export async function startApi(config: Config, deps: { db: Db; log: Logger; port?: number }): Promise<RunningApi> {
+  if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the API');
+  const temporal = createTemporalClient({ address: config.temporal.address, namespace: config.temporal.namespace });
+  const tmc = new TmcClient(config.tmc);
+  const app = createApp({ config, db: deps.db, temporal, tmc, log: deps.log });
+  const server = app.listen(deps.port ?? config.http.port, '0.0.0.0');
+  await once(server, 'listening');
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.http.port;
+  return {
+    server,
+    url: `http://127.0.0.1:${port}`,
+    async close() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await temporal.connection.close();
+    },
+  };
+}
+
+async function main() {
+  const config = loadConfig();
+  const log = createLogger(config.logLevel);
+  if (!config.database.url) throw new Error('DATABASE_URL is required for the API');
+  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax });
+  await migrate(db);
+  const api = await startApi(config, { db, log });
+  log.info({ url: api.url }, 'API listening');
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, async () => {
+      log.info({ signal }, 'API stopping');
+      await api.close();
+      await db.destroy();
+      process.exit(0);
+    });
+  }
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,155 @@
+/*!
+ * Handlers for `/api/v0/tmc-server/…`, the calls the TMC server makes (tmc-contract.md §1).
+ * Every endpoint requires the shared secret in the raw `Authorization` header.
+ *
+ * - `POST /users/create`: sets a TMC user's password, creating the user from TMC's data first;
+ *   runs as the durable tmcUserWorkflow, which then notifies TMC.
+ * - `POST /users/authenticate`: checks a user_id/password pair.
+ * - `POST /users/change-password`: replaces the password, checking the old one if given.
+ * - `GET /users-by-upstream-id/:id`: the user for a TMC id, created from TMC's data if missing.
+ * - `GET /users-by-upstream-id/:id/status`: read-only status for TMC's admin UI.
+ */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { z } from 'zod';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import type { Db } from '../db';
+import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash, upstreamStatus, userExists } from '../db/users';
+import { dummyVerify, hashPassword, MAX_PASSWORD_BYTES, passwordTooLong, verifyPassword } from '../passwords';
+import { createTmcUser } from '../temporal/starters';
+import { TmcError, type TmcClient } from '../tmc';
+import { ApiError } from './errors';
+import { requireTmcSecret } from './tmcAuth';
+import { jsonBody, parse } from './validation';
+
+export interface TmcServerDeps {
+  config: Config;
+  db: Db;
+  temporal: Client;
+  tmc: TmcClient;
+}
+
+const password = z
+  .string()
+  .refine((p) => !passwordTooLong(p), { message: `must be at most ${MAX_PASSWORD_BYTES} bytes` });
+
+const int32 = z.number().int().min(-(2 ** 31)).max(2 ** 31 - 1);
+
+const createUserRequest = z.object({ upstream_id: int32, password });
+const loginRequest = z.object({ user_id: z.string().uuid(), password });
+const changePasswordRequest = z.object({
+  user_id: z.string().uuid(),
+  old_password: password.nullish(),
+  new_password: password,
+});
+const upstreamIdParam = z
+  .string()
+  .regex(/^-?\d{1,10}$/, 'must be an integer')
+  .transform(Number)
+  .pipe(int32);
+
+export function tmcServerRoutes({ config, db, temporal, tmc }: TmcServerDeps): Router {
+  /**
+   * POST `/api/v0/tmc-server/users/create`
+   *
+   * Returns `{user, password_set: true}` once the user and the hash are committed. The hash is
+   * made here, so the plaintext never reaches Temporal; TMC is told afterwards, durably.
+   */
+  async function createUser(ctx: Context) {
+    const body = parse(createUserRequest, jsonBody(ctx));
+    const passwordHash = await hashPassword(body.password);
+    ctx.body = await createTmcUser(temporal, config.temporal.taskQueue, {
+      upstreamId: body.upstream_id,
+      passwordHash,
+      notifyRetry: config.tmc.notifyRetry,
+      requestId: ctx.state.requestId,
+    });
+  }
+
+  /**
+   * POST `/api/v0/tmc-server/users/authenticate`
+   *
+   * Returns bare `true` if the user has a password and it matches, else `false`. Unknown users
+   * cost a dummy verification, so timing does not reveal who exists.
+   */
+  async function authenticate(ctx: Context) {
+    const body = parse(loginRequest, jsonBody(ctx));
+    const hash = await findLoginHash(db, body.user_id);
+    ctx.body = hash === undefined ? await dummyVerify(body.password) : await verifyPassword(hash, body.password);
+  }
+
+  /**
+   * POST `/api/v0/tmc-server/users/change-password`
+   *
+   * With a string `old_password`, it must verify first. With null or no `old_password` this is
+   * TMC's reset path and the new password is set unchecked. Returns bare `true` or `false`;
+   * TMC is not notified.
+   */
+  async function changePassword(ctx: Context) {
+    const body = parse(changePasswordRequest, jsonBody(ctx));
+    if (typeof body.old_password === 'string') {
+      const hash = await findLoginHash(db, body.user_id);
+      const ok = hash === undefined ? await dummyVerify(body.old_password) : await verifyPassword(hash, body.old_password);
+      if (!ok) {
+        ctx.body = false;
+        return;
+      }
+    } else if (!(await userExists(db, body.user_id))) {
+      ctx.body = false;
+      return;
+    }
+    const newHash = await hashPassword(body.new_password);
+    try {
+      await upsertPasswordHash(db, body.user_id, newHash);
+      ctx.body = true;
+    } catch (err) {
+      // The user was deleted between the check and the write.
+      if ((err as { code?: string }).code === '23503') ctx.body = false;
+      else throw err;
+    }
+  }
+
+  /**
+   * GET `/api/v0/tmc-server/users-by-upstream-id/:id`
+   *
+   * Returns the `User` for a TMC id, creating it from TMC's data, without a password, if missing.
+   */
+  async function userByUpstreamId(ctx: Context) {
+    const upstreamId = parse(upstreamIdParam, ctx.params.id, 'upstream id');
+    let tmcUser;
+    try {
+      tmcUser = await tmc.getUser(upstreamId);
+    } catch (err) {
+      throw tmcFailure(err);
+    }
+    // A transaction, so the user and its details are written together or not at all.
+    ctx.body = await db.transaction((trx) => getOrCreateUserFromTmc(trx, tmcUser));
+  }
+
+  /**
+   * GET `/api/v0/tmc-server/users-by-upstream-id/:id/status`
+   *
+   * Read-only: never calls TMC and never creates. Called by TMC's admin UI on page views.
+   */
+  async function upstreamIdStatus(ctx: Context) {
+    const upstreamId = parse(upstreamIdParam, ctx.params.id, 'upstream id');
+    ctx.body = await upstreamStatus(db, upstreamId);
+  }
+
+  const router = new Router({ prefix: '/api/v0/tmc-server' });
+  router.use(requireTmcSecret(config.tmc.sharedSecret));
+  router.post('/users/create', createUser);
+  router.post('/users/authenticate', authenticate);
+  router.post('/users/change-password', changePassword);
+  router.get('/users-by-upstream-id/:id', userByUpstreamId);
+  router.get('/users-by-upstream-id/:id/status', upstreamIdStatus);
+  return router;
+}
+
+function tmcFailure(err: unknown): unknown {
+  if (!(err instanceof TmcError)) return err;
+  if (err.kind === 'not_found') return new ApiError(404, 'The user was not found in TMC.');
+  if (err.kind === 'unauthorized') return new ApiError(502, "TMC refused this service's access token.");
+  return new ApiError(502, 'TMC is unavailable.');
+}

@@ -1,0 +1,101 @@
+/**
+ * Configuration, read once from the environment and validated with zod.
+ *
+ * Every process (API, worker, `npm start`) calls `loadConfig()`; a missing or bad value
+ * stops start-up with one line per problem instead of failing later at the first request.
+ */
+import { msToNumber } from '@temporalio/common/lib/time';
+import { z } from 'zod';
+
+/** A duration such as `500ms`, `30s`, `15m`, `24h` or `7d`, as milliseconds. */
+const duration = z.string().transform((value, ctx) => {
+  let ms: number;
+  try {
+    ms = msToNumber(value as Parameters<typeof msToNumber>[0]);
+  } catch {
+    ms = Number.NaN;
+  }
+  if (!Number.isFinite(ms) || ms <= 0) {
+    ctx.addIssue({ code: 'custom', message: `expected a duration like 30s, 15m or 24h, got "${value}"` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const port = z.coerce.number().int().min(0).max(65535);
+
+const envSchema = z.object({
+  NODE_ENV: z.string().default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PORT: port.default(3000),
+  /** Largest request body the API reads, in bytes; larger ones get 413. */
+  MAX_BODY_BYTES: z.coerce.number().int().positive().default(64 * 1024),
+
+  DATABASE_URL: z.string().url().optional(),
+  DATABASE_POOL_MAX: z.coerce.number().int().positive().default(10),
+
+  TEMPORAL_ADDRESS: z.string().min(1).optional(),
+  TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  TEMPORAL_TASK_QUEUE: z.string().min(1).default('accounts'),
+  TEMPORAL_CLI_PATH: z.string().min(1).optional(),
+
+  TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: z.string().min(1),
+  TMC_BASE_URL: z.string().url().default('https://tmc.mooc.fi'),
+  TMC_ACCESS_TOKEN: z.string().default(''),
+  RATELIMIT_PROTECTION_SAFE_API_KEY: z.string().default(''),
+  TMC_REQUEST_TIMEOUT: duration.default(15_000),
+  /** Retry policy of the "password managed here" notification: first interval, cap, and total budget. */
+  TMC_NOTIFY_INITIAL_INTERVAL: duration.default(1_000),
+  TMC_NOTIFY_MAX_INTERVAL: duration.default(10 * 60_000),
+  TMC_NOTIFY_RETRY_BUDGET: duration.default(7 * 24 * 3_600_000),
+});
+
+export type Config = ReturnType<typeof loadConfig>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses the environment; throws a ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
+  // An empty string means "unset" for optional variables, as in most .env files.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => {
+      const name = issue.path.join('.');
+      const message = issue.code === 'invalid_type' && cleaned[name] === undefined ? 'is required' : issue.message;
+      return `  ${name}: ${message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  return {
+    production: e.NODE_ENV === 'production',
+    logLevel: e.LOG_LEVEL,
+    http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES },
+    database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
+    temporal: {
+      address: e.TEMPORAL_ADDRESS,
+      namespace: e.TEMPORAL_NAMESPACE,
+      taskQueue: e.TEMPORAL_TASK_QUEUE,
+      cliPath: e.TEMPORAL_CLI_PATH,
+    },
+    tmc: {
+      sharedSecret: e.TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT,
+      baseUrl: e.TMC_BASE_URL.replace(/\/+$/, ''),
+      accessToken: e.TMC_ACCESS_TOKEN,
+      ratelimitApiKey: e.RATELIMIT_PROTECTION_SAFE_API_KEY,
+      timeoutMs: e.TMC_REQUEST_TIMEOUT,
+      notifyRetry: {
+        initialIntervalMs: e.TMC_NOTIFY_INITIAL_INTERVAL,
+        maximumIntervalMs: e.TMC_NOTIFY_MAX_INTERVAL,
+        budgetMs: e.TMC_NOTIFY_RETRY_BUDGET,
+      },
+    },
+  };
+}

@@ -1,0 +1,47 @@
+/**
+ * PostgreSQL access through knex + pg. One pool per process; the schema comes from the
+ * migrations in ./migrations, applied by `migrate()` at start-up and in tests.
+ */
+import knex, { type Knex } from 'knex';
+import { migrationSource } from './migrations';
+
+export type Db = Knex;
+
+export interface DbOptions {
+  url: string;
+  poolMax?: number;
+}
+
+export function createDb({ url, poolMax = 10 }: DbOptions): Db {
+  return knex({
+    client: 'pg',
+    connection: {
+      connectionString: url,
+      // Fail fast while PostgreSQL is down, so the API answers 503 well inside TMC's 10 s
+      // client timeout instead of hanging.
+      connectionTimeoutMillis: 3_000,
+      statement_timeout: 10_000,
+    },
+    pool: { min: 0, max: poolMax },
+    acquireConnectionTimeout: 4_000,
+  });
+}
+
+export async function migrate(db: Db): Promise<void> {
+  await db.migrate.latest({ migrationSource });
+}
+
+/** The pg error codes that mean "PostgreSQL is unreachable or shutting down". */
+const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+
+export function isDbUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return true;
+  return (
+    err.name === 'KnexTimeoutError' ||
+    /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+      err.message,
+    )
+  );
+}

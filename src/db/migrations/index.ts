@@ -1,0 +1,21 @@
+/**
+ * The migrations, listed in order. A static list (a knex "migration source") instead of a
+ * directory scan, so the same code runs under tsx, from compiled JavaScript and in a bundle.
+ */
+import type { Knex } from 'knex';
+import * as m001 from './001_tmc_users';
+
+interface Migration {
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+const migrations: Record<string, Migration> = {
+  '001_tmc_users': m001,
+};
+
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () => Object.keys(migrations),
+  getMigrationName: (name) => name,
+  getMigration: async (name) => migrations[name]!,
+};

@@ -1,0 +1,156 @@
+/**
+ * Users and password hashes: the queries behind the TMC endpoints and the creation workflow.
+ * Functions take a knex instance or transaction, so callers own the transaction boundary.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { TmcUser } from '../tmc';
+
+/** The `User` JSON of the TMC contract, field for field. */
+export interface User {
+  id: string;
+  created_at: string;
+  updated_at: string;
+  deleted_at: string | null;
+  upstream_id: number | null;
+  email_domain: string | null;
+}
+
+interface UserRow {
+  id: string;
+  created_at: Date;
+  updated_at: Date;
+  deleted_at: Date | null;
+  upstream_id: number | null;
+  email_domain: string | null;
+}
+
+const USER_COLUMNS = ['id', 'created_at', 'updated_at', 'deleted_at', 'upstream_id', 'email_domain'];
+
+export function toUser(row: UserRow): User {
+  return {
+    id: row.id,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+    deleted_at: row.deleted_at ? row.deleted_at.toISOString() : null,
+    upstream_id: row.upstream_id,
+    email_domain: row.email_domain,
+  };
+}
+
+export async function findActiveUserByUpstreamId(db: Knex, upstreamId: number): Promise<User | undefined> {
+  const row = await db('users')
+    .where({ upstream_id: upstreamId })
+    .whereNull('deleted_at')
+    .first<UserRow | undefined>(USER_COLUMNS);
+  return row ? toUser(row) : undefined;
+}
+
+/** What follows the last `@` of the trimmed email, as headless-lms stores it. */
+export function emailDomain(email: string): string | null {
+  const trimmed = email.trim();
+  const at = trimmed.lastIndexOf('@');
+  return at >= 0 ? trimmed.slice(at + 1) : null;
+}
+
+function blankToNull(value: string | null | undefined): string | null {
+  return value && value.trim() !== '' ? value.trim() : null;
+}
+
+/**
+ * Returns the active user for the TMC user's id, creating it (with its details) if missing.
+ * Safe under concurrency: the partial unique index on upstream_id lets exactly one insert win,
+ * and the loser re-reads the winner's row.
+ */
+export async function getOrCreateUserFromTmc(trx: Knex.Transaction, tmcUser: TmcUser): Promise<User> {
+  const existing = await findActiveUserByUpstreamId(trx, tmcUser.id);
+  if (existing) return existing;
+
+  const id = (tmcUser.courses_mooc_fi_user_id ?? randomUUID()).toLowerCase();
+  const inserted = await trx.raw<{ rows: UserRow[] }>(
+    `INSERT INTO users (id, upstream_id, email_domain) VALUES (?, ?, ?)
+     ON CONFLICT (upstream_id) WHERE deleted_at IS NULL DO NOTHING
+     RETURNING ${USER_COLUMNS.join(', ')}`,
+    [id, tmcUser.id, emailDomain(tmcUser.email)],
+  );
+  const row = inserted.rows[0];
+  if (!row) {
+    const winner = await findActiveUserByUpstreamId(trx, tmcUser.id);
+    if (!winner) throw new Error(`user for upstream_id ${tmcUser.id} vanished during creation`);
+    return winner;
+  }
+  await trx('user_details').insert({
+    user_id: row.id,
+    email: tmcUser.email.trim(),
+    first_name: blankToNull(tmcUser.user_field?.first_name),
+    last_name: blankToNull(tmcUser.user_field?.last_name),
+  });
+  return toUser(row);
+}
+
+/** Sets the user's password hash, replacing any earlier one. */
+export async function upsertPasswordHash(db: Knex, userId: string, passwordHash: string): Promise<void> {
+  await db.raw(
+    `INSERT INTO user_passwords (user_id, password_hash) VALUES (?, ?)
+     ON CONFLICT (user_id) DO UPDATE
+       SET password_hash = EXCLUDED.password_hash, updated_at = now(), deleted_at = NULL`,
+    [userId, passwordHash],
+  );
+}
+
+/** The stored hash of an active user who may log in, or undefined. */
+export async function findLoginHash(db: Knex, userId: string): Promise<string | undefined> {
+  const row = await db('user_passwords as p')
+    .join('users as u', 'u.id', 'p.user_id')
+    .where('p.user_id', userId)
+    .whereNull('p.deleted_at')
+    .whereNull('u.deleted_at')
+    .first<{ password_hash: string } | undefined>('p.password_hash');
+  return row?.password_hash;
+}
+
+export async function userExists(db: Knex, userId: string): Promise<boolean> {
+  const row = await db('users').where({ id: userId }).whereNull('deleted_at').first('id');
+  return row !== undefined;
+}
+
+export interface UpstreamStatus {
+  shadow_user_exists: boolean;
+  courses_mooc_fi_user_id: string | null;
+  password_set: boolean;
+  deleted_at: string | null;
+}
+
+/** The read-only status TMC's admin UI shows; never creates anything. */
+export async function upstreamStatus(db: Knex, upstreamId: number): Promise<UpstreamStatus> {
+  const row = await db('users as u')
+    .leftJoin('user_passwords as p', function joinLivePassword() {
+      this.on('p.user_id', '=', 'u.id').andOnNull('p.deleted_at');
+    })
+    .where('u.upstream_id', upstreamId)
+    .orderByRaw('u.deleted_at IS NULL DESC, u.created_at DESC')
+    .first<{ id: string; deleted_at: Date | null; password_hash: string | null } | undefined>('u.id', 'u.deleted_at', 'p.password_hash');
+  if (!row) return { shadow_user_exists: false, courses_mooc_fi_user_id: null, password_set: false, deleted_at: null };
+  return {
+    shadow_user_exists: true,
+    courses_mooc_fi_user_id: row.id,
+    password_set: row.password_hash !== null,
+    deleted_at: row.deleted_at ? row.deleted_at.toISOString() : null,
+  };
+}
+
+export type NotificationOutcome = 'delivered' | 'tmc_user_not_found';
+
+export async function recordNotificationOutcome(
+  db: Knex,
+  userId: string,
+  upstreamId: number,
+  outcome: NotificationOutcome,
+): Promise<void> {
+  await db.raw(
+    `INSERT INTO tmc_password_notifications (user_id, upstream_id, outcome) VALUES (?, ?, ?)
+     ON CONFLICT (user_id) DO UPDATE
+       SET outcome = EXCLUDED.outcome, deliveries = tmc_password_notifications.deliveries + 1, updated_at = now()`,
+    [userId, upstreamId, outcome],
+  );
+}

@@ -1,0 +1,99 @@
+/**
+ * `npm start`: everything in one process for development.
+ *
+ * Starts an embedded PostgreSQL and a Temporal dev server with its Web UI, unless DATABASE_URL
+ * or TEMPORAL_ADDRESS name real ones; applies the migrations; runs the worker and the API; and
+ * prints where they are. Production runs `start:api` and `start:worker` instead.
+ */
+import { NativeConnection } from '@temporalio/worker';
+import path from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { startApi } from './api/main';
+import { loadConfig } from './config';
+import { createDb, migrate } from './db';
+import { defaultDevDataDir, startEmbeddedPostgres } from './dev/postgres';
+import { freePort } from './dev/ports';
+import { PROJECT_ROOT, startTemporalDevServer } from './dev/temporalServer';
+import { createLogger } from './logger';
+import { createWorker } from './worker';
+
+const DEV_SECRET = 'dev-secret-change-me';
+
+async function portOr(preferred: number): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => freePort().then(resolve));
+    probe.listen(preferred, '127.0.0.1', () => probe.close(() => resolve(preferred)));
+  });
+}
+
+async function main() {
+  const env = { ...process.env };
+  const notes: string[] = [];
+  if (!env.TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT) {
+    env.TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT = DEV_SECRET;
+    notes.push(`TMC shared secret (development default): ${DEV_SECRET}`);
+  }
+  const stops: Array<() => Promise<void>> = [];
+
+  if (!env.DATABASE_URL) {
+    const pg = await startEmbeddedPostgres({ dataDir: defaultDevDataDir(), port: await portOr(54329), persistent: true });
+    stops.push(() => pg.stop());
+    env.DATABASE_URL = await pg.createDatabase('accounts');
+    notes.push(`PostgreSQL (embedded):  ${env.DATABASE_URL}`);
+  }
+  let uiUrl: string | undefined;
+  if (!env.TEMPORAL_ADDRESS) {
+    const dataDir = path.join(PROJECT_ROOT, '.data');
+    mkdirSync(dataDir, { recursive: true });
+    const temporal = await startTemporalDevServer({
+      port: await portOr(7233),
+      uiPort: await portOr(8233),
+      dbFilename: path.join(dataDir, 'temporal.sqlite'),
+    });
+    stops.push(() => temporal.stop());
+    env.TEMPORAL_ADDRESS = temporal.address;
+    uiUrl = temporal.uiUrl;
+  }
+
+  const config = loadConfig(env);
+  const log = createLogger(config.logLevel);
+  const db = createDb({ url: config.database.url!, poolMax: config.database.poolMax });
+  await migrate(db);
+
+  const connection = await NativeConnection.connect({ address: config.temporal.address! });
+  const worker = await createWorker({ config, db, log, connection });
+  const workerRun = worker.run();
+  const api = await startApi(config, { db, log });
+
+  const lines = [
+    '',
+    `API:          http://localhost:${config.http.port}`,
+    `Temporal:     ${config.temporal.address} (namespace ${config.temporal.namespace}, task queue ${config.temporal.taskQueue})`,
+    ...(uiUrl ? [`Temporal UI:  ${uiUrl}`] : []),
+    ...notes,
+    '',
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await api.close();
+    worker.shutdown();
+    await workerRun.catch(() => undefined);
+    await connection.close();
+    await db.destroy();
+    for (const s of stops.reverse()) await s().catch(() => undefined);
+    process.exit(0);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? err.stack ?? err.message : err);
+  process.exit(1);
+});

@@ -1,0 +1,28 @@
+/**
+ * The Temporal client every process of the service uses. The connection is lazy, so the API
+ * starts (and answers 503) while Temporal is down, and reconnects by itself when it returns.
+ */
+import { Client, Connection } from '@temporalio/client';
+
+export interface TemporalOptions {
+  address: string;
+  namespace: string;
+}
+
+export function createTemporalClient({ address, namespace }: TemporalOptions): Client {
+  const connection = Connection.lazy({ address });
+  return new Client({ connection, namespace });
+}
+
+/** Whether an error means "the Temporal service could not be reached in time". */
+export function isTemporalUnavailable(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = (e as { cause?: unknown }).cause) {
+    const code = (e as { code?: unknown }).code;
+    // gRPC UNAVAILABLE (14) and DEADLINE_EXCEEDED (4), or a failed initial connection.
+    if (code === 14 || code === 4) return true;
+    if (e.name === 'TransportError' || /Failed to connect|ECONNREFUSED|Deadline exceeded|UNAVAILABLE|No connection established/i.test(e.message)) {
+      return true;
+    }
+  }
+  return false;
+}

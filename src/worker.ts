@@ -1,0 +1,60 @@
+/**
+ * The worker: runs the workflows and their activities on the task queue. Several workers on
+ * several machines may share one queue. `npm run start:worker` runs this file.
+ */
+import path from 'node:path';
+import { NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
+import { createActivities } from './activities';
+import { loadConfig, type Config } from './config';
+import { createDb, migrate, type Db } from './db';
+import { createLogger, type Logger } from './logger';
+import { TmcClient } from './tmc';
+
+export interface WorkerDeps {
+  config: Config;
+  db: Db;
+  log: Logger;
+  connection: NativeConnection;
+  /** A prebuilt workflow bundle (tests, benchmarks); otherwise the workflows are bundled at start. */
+  workflowBundle?: WorkflowBundleOption;
+}
+
+export async function createWorker({ config, db, log, connection, workflowBundle }: WorkerDeps): Promise<Worker> {
+  const tmc = new TmcClient(config.tmc);
+  return Worker.create({
+    connection,
+    namespace: config.temporal.namespace,
+    taskQueue: config.temporal.taskQueue,
+    ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
+    activities: createActivities({ db, tmc, log }),
+  });
+}
+
+/** The workflows' entry file, as .ts from source (tsx, vitest) or .js once compiled. */
+export function workflowsPath(): string {
+  return path.join(__dirname, 'workflows', `index${path.extname(__filename)}`);
+}
+
+async function main() {
+  const config = loadConfig();
+  const log = createLogger(config.logLevel);
+  if (!config.database.url) throw new Error('DATABASE_URL is required for the worker');
+  if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the worker');
+  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax });
+  await migrate(db);
+  const connection = await NativeConnection.connect({ address: config.temporal.address });
+  const worker = await createWorker({ config, db, log, connection });
+  log.info({ taskQueue: config.temporal.taskQueue, namespace: config.temporal.namespace }, 'worker started');
+  // Worker.run() resolves after SIGINT/SIGTERM, once in-flight tasks have drained.
+  await worker.run();
+  await connection.close();
+  await db.destroy();
+  log.info('worker stopped');
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,2 @@
+/** Every workflow the worker registers. Deterministic code only: no I/O, no clocks, no randomness. */
+export { tmcUserWorkflow } from './tmcUser';

@@ -1,0 +1,150 @@
+/**
+ * A whole service for one test file: its own database (on the shared PostgreSQL), its own task
+ * queue (on the shared Temporal dev server), a fake TMC, a worker and the API on a free port.
+ */
+import { randomUUID } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, type Worker } from '@temporalio/worker';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { startApi, type RunningApi } from '../../src/api/main';
+import { loadConfig, type Config } from '../../src/config';
+import { createDb, migrate, type Db } from '../../src/db';
+import { createLogger, type Logger } from '../../src/logger';
+import { createWorker } from '../../src/worker';
+import { FakeTmc } from './fakeTmc';
+
+export const SECRET = 'test-shared-secret';
+
+export interface Harness {
+  config: Config;
+  db: Db;
+  tmc: FakeTmc;
+  api: RunningApi;
+  client: Client;
+  log: Logger;
+  /** Every log line the service wrote, as raw JSON text. */
+  logLines: string[];
+  startWorker(): Promise<void>;
+  stopWorker(): Promise<void>;
+  request(method: string, path: string, options?: { body?: unknown; raw?: string; headers?: Record<string, string> }): Promise<{ status: number; body: any; text: string; headers: Headers }>;
+  tmcRequest(method: string, path: string, body?: unknown): Promise<{ status: number; body: any; text: string; headers: Headers }>;
+  close(): Promise<void>;
+}
+
+export async function createDatabase(): Promise<string> {
+  const adminUrl = inject('postgresAdminUrl');
+  const name = `t_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export async function startHarness(options: { env?: Record<string, string>; worker?: boolean } = {}): Promise<Harness> {
+  const tmc = await new FakeTmc().start();
+  const databaseUrl = await createDatabase();
+  const config = loadConfig({
+    TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: SECRET,
+    DATABASE_URL: databaseUrl,
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_TASK_QUEUE: `test-${randomUUID()}`,
+    TMC_BASE_URL: tmc.url,
+    TMC_ACCESS_TOKEN: 'tmc-admin-token',
+    RATELIMIT_PROTECTION_SAFE_API_KEY: 'ratelimit-key',
+    TMC_NOTIFY_INITIAL_INTERVAL: '200ms',
+    TMC_NOTIFY_MAX_INTERVAL: '1s',
+    LOG_LEVEL: 'info',
+    ...options.env,
+  });
+  const logLines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logLines.push(String(chunk));
+      cb();
+    },
+  });
+  const log = createLogger(config.logLevel, sink);
+  const db = createDb({ url: databaseUrl, poolMax: 20 });
+  await migrate(db);
+
+  const nativeConnection = await NativeConnection.connect({ address: config.temporal.address! });
+  let worker: Worker | undefined;
+  let running: Promise<void> | undefined;
+  const startWorker = async () => {
+    if (worker) return;
+    worker = await createWorker({ config, db, log, connection: nativeConnection, workflowBundle: { codePath: inject('workflowBundlePath') } });
+    running = worker.run();
+  };
+  const stopWorker = async () => {
+    if (!worker) return;
+    worker.shutdown();
+    await running;
+    worker = undefined;
+  };
+  if (options.worker !== false) await startWorker();
+
+  const api = await startApi(config, { db, log, port: 0 });
+  const connection = await Connection.connect({ address: config.temporal.address! });
+  const client = new Client({ connection, namespace: config.temporal.namespace });
+
+  const request: Harness['request'] = async (method, path, opts = {}) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    let body: string | undefined = opts.raw;
+    if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    const res = await fetch(api.url + path, { method, headers, body });
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    return { status: res.status, body: parsed, text, headers: res.headers };
+  };
+
+  return {
+    config,
+    db,
+    tmc,
+    api,
+    client,
+    log,
+    logLines,
+    startWorker,
+    stopWorker,
+    request,
+    tmcRequest: (method, path, body) => request(method, path, { body, headers: { authorization: SECRET } }),
+    async close() {
+      await api.close();
+      await stopWorker();
+      await nativeConnection.close();
+      await connection.close();
+      await db.destroy();
+      await tmc.stop();
+    },
+  };
+}
+
+/** Polls `check` until it returns a truthy value or the time runs out. */
+export async function eventually<T>(check: () => Promise<T> | T, { timeoutMs = 20_000, intervalMs = 100 } = {}): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`);
+}
