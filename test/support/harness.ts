@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, type Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { startApi, type RunningApi } from '../../src/api/main';
@@ -16,6 +16,13 @@ import { createWorker } from '../../src/worker';
 import { FakeTmc } from './fakeTmc';
 
 export const SECRET = 'test-shared-secret';
+
+// The SDK's own worker logs are noise in test output; warnings and errors still show.
+try {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+} catch {
+  // already installed in this process
+}
 
 export interface Harness {
   config: Config;
