@@ -4,7 +4,7 @@
  * the package runs it as the OS user `postgres`, so the data directory lives under the system's
  * temporary folder, which that user can write.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -15,8 +15,9 @@ export interface RunningPostgres {
   urlFor(database: string): string;
   createDatabase(name: string): Promise<string>;
   stop(): Promise<void>;
-  /** Stops and starts the server process again, keeping its data (fault tests). */
-  restart(options?: { downtimeMs?: number }): Promise<void>;
+  /** Stops the server process but keeps its data, for outage tests; resume() starts it again. */
+  halt(): Promise<void>;
+  resume(): Promise<void>;
   port: number;
 }
 
@@ -48,7 +49,8 @@ export async function startEmbeddedPostgres(options: PostgresOptions = {}): Prom
     port,
     user: USER,
     password: PASSWORD,
-    persistent: options.persistent ?? false,
+    // Kept on stop so restart() works; stop() below removes a non-persistent directory itself.
+    persistent: true,
     createPostgresUser: process.getuid?.() === 0,
     // Tests and development trade crash safety for speed; production uses a real server.
     postgresFlags: ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=300', '-c', 'listen_addresses=127.0.0.1'],
@@ -73,11 +75,11 @@ export async function startEmbeddedPostgres(options: PostgresOptions = {}): Prom
       }
       return urlFor(name);
     },
-    stop: () => server.stop(),
-    async restart({ downtimeMs = 0 } = {}) {
+    async stop() {
       await server.stop();
-      if (downtimeMs > 0) await new Promise((r) => setTimeout(r, downtimeMs));
-      await server.start();
+      if (!options.persistent) rmSync(dataDir, { recursive: true, force: true });
     },
+    halt: () => server.stop(),
+    resume: () => server.start(),
   };
 }

@@ -10,7 +10,8 @@ export interface TemporalOptions {
 }
 
 export function createTemporalClient({ address, namespace }: TemporalOptions): Client {
-  const connection = Connection.lazy({ address });
+  // A short connect timeout: while Temporal is down, requests fail fast instead of hanging.
+  const connection = Connection.lazy({ address, connectTimeout: 3_000 });
   return new Client({ connection, namespace });
 }
 

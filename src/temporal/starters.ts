@@ -5,7 +5,7 @@ import { setPasswordUpdate, tmcUserWorkflowId } from '../workflows/shared';
 import type { tmcUserWorkflow } from '../workflows/tmcUser';
 
 /** How long a request waits for Temporal before it is answered 503; TMC gives up at 10 s. */
-const INTERACTIVE_DEADLINE_MS = 9_000;
+const INTERACTIVE_DEADLINE_MS = 8_000;
 
 /**
  * Runs update-with-start on the user's creation workflow and returns once the password hash is

@@ -52,13 +52,22 @@ export async function createDatabase(): Promise<string> {
   return url.toString();
 }
 
-export async function startHarness(options: { env?: Record<string, string>; worker?: boolean } = {}): Promise<Harness> {
+export interface HarnessOptions {
+  env?: Record<string, string>;
+  worker?: boolean;
+  /** Use this database instead of a fresh one on the shared PostgreSQL. */
+  databaseUrl?: string;
+  /** Use this Temporal server instead of the shared dev server. */
+  temporalAddress?: string;
+}
+
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const tmc = await new FakeTmc().start();
-  const databaseUrl = await createDatabase();
+  const databaseUrl = options.databaseUrl ?? (await createDatabase());
   const config = loadConfig({
     TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: SECRET,
     DATABASE_URL: databaseUrl,
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_ADDRESS: options.temporalAddress ?? inject('temporalAddress'),
     TEMPORAL_TASK_QUEUE: `test-${randomUUID()}`,
     TMC_BASE_URL: tmc.url,
     TMC_ACCESS_TOKEN: 'tmc-admin-token',
@@ -130,12 +139,20 @@ export async function startHarness(options: { env?: Record<string, string>; work
     request,
     tmcRequest: (method, path, body) => request(method, path, { body, headers: { authorization: SECRET } }),
     async close() {
-      await api.close();
-      await stopWorker();
-      await nativeConnection.close();
-      await connection.close();
-      await db.destroy();
-      await tmc.stop();
+      const steps: Array<[string, () => Promise<unknown>]> = [
+        ['api', () => api.close()],
+        ['worker', stopWorker],
+        ['native connection', () => nativeConnection.close()],
+        ['client connection', () => connection.close()],
+        ['db', () => db.destroy()],
+        ['tmc', () => tmc.stop()],
+      ];
+      for (const [name, step] of steps) {
+        await Promise.race([
+          step(),
+          new Promise((_, reject) => setTimeout(() => reject(new Error(`closing ${name} took over 20 s`)), 20_000).unref()),
+        ]);
+      }
     },
   };
 }

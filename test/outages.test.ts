@@ -1,0 +1,93 @@
+/**
+ * Dependency outages: PostgreSQL and Temporal each go away and come back. The API answers 503
+ * with the error JSON (never `false`, never a hang) and recovers without a restart. This file
+ * runs its own PostgreSQL and Temporal dev server so that stopping them disturbs no other file.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEmbeddedPostgres, type RunningPostgres } from '../src/dev/postgres';
+import { startTemporalDevServer, type RunningDevServer } from '../src/dev/temporalServer';
+import { eventually, startHarness, type Harness } from './support/harness';
+
+let pg: RunningPostgres;
+let temporal: RunningDevServer;
+let temporalPort: number;
+let h: Harness;
+let nextId = 4000;
+
+beforeAll(async () => {
+  [pg, temporal] = await Promise.all([startEmbeddedPostgres(), startTemporalDevServer()]);
+  temporalPort = Number(temporal.address.split(':')[1]);
+  h = await startHarness({ databaseUrl: await pg.createDatabase('outages'), temporalAddress: temporal.address });
+});
+afterAll(async () => {
+  await h?.close();
+  await temporal?.stop();
+  await pg?.stop();
+});
+
+const create = (upstream_id: number, password: string) => h.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id, password });
+const authenticate = (user_id: string, password: string) => h.tmcRequest('POST', '/api/v0/tmc-server/users/authenticate', { user_id, password });
+
+describe('PostgreSQL outage', () => {
+  it('answers 503 with the error JSON while PostgreSQL is down, and recovers when it returns', async () => {
+    h.tmc.addUser({ id: nextId });
+    const created = await create(nextId++, 'before the outage');
+    expect(created.status).toBe(200);
+    const userId = created.body.user.id;
+
+    await pg.halt();
+    try {
+      const started = Date.now();
+      const auth = await authenticate(userId, 'before the outage');
+      expect(auth.status).toBe(503);
+      expect(auth.body).toEqual({ title: 'Service Unavailable', message: 'The database is unavailable.', source: null, data: null });
+      expect(Date.now() - started).toBeLessThan(10_000);
+
+      const change = await h.tmcRequest('POST', '/api/v0/tmc-server/users/change-password', { user_id: userId, new_password: 'nope' });
+      expect(change.status).toBe(503);
+
+      h.tmc.addUser({ id: nextId });
+      const duringCreate = await create(nextId++, 'during the outage');
+      expect(duringCreate.status).toBe(503);
+      expect(duringCreate.body).toMatchObject({ title: 'Service Unavailable', source: null });
+
+      const status = await h.tmcRequest('GET', `/api/v0/tmc-server/users-by-upstream-id/${nextId}/status`);
+      expect(status.status).toBe(503);
+    } finally {
+      await pg.resume();
+    }
+
+    const after = await eventually(async () => {
+      const res = await authenticate(userId, 'before the outage');
+      return res.status === 200 ? res : undefined;
+    });
+    expect(after.body).toBe(true);
+    h.tmc.addUser({ id: nextId });
+    expect((await create(nextId++, 'after the outage')).status).toBe(200);
+  });
+});
+
+describe('Temporal outage', () => {
+  it('answers create with 503 while Temporal is down, and recovers when it returns', async () => {
+    await temporal.stop();
+    try {
+      h.tmc.addUser({ id: nextId });
+      const started = Date.now();
+      const res = await create(nextId++, 'temporal is down');
+      expect(res.status).toBe(503);
+      expect(res.body).toEqual({ title: 'Service Unavailable', message: 'The workflow service is unavailable.', source: null, data: null });
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      temporal = await startTemporalDevServer({ port: temporalPort });
+    }
+
+    h.tmc.addUser({ id: nextId });
+    const upstreamId = nextId++;
+    const ok = await eventually(async () => {
+      const r = await create(upstreamId, 'temporal is back');
+      return r.status === 200 ? r : undefined;
+    }, { timeoutMs: 60_000, intervalMs: 1_000 });
+    expect(ok.body.password_set).toBe(true);
+    await eventually(() => h.tmc.notificationsFor(upstreamId).length === 1, { timeoutMs: 30_000 });
+  });
+});
