@@ -54,6 +54,9 @@ const envSchema = z.object({
   TMC_NOTIFY_RETRY_BUDGET: duration.default(7 * 24 * 3_600_000),
 });
 
+/** Every environment variable the service reads. */
+export const ENV_VARS = Object.keys(envSchema.shape);
+
 export type Config = ReturnType<typeof loadConfig>;
 
 export class ConfigError extends Error {

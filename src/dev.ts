@@ -15,7 +15,7 @@ import { defaultDevDataDir, startEmbeddedPostgres } from './dev/postgres';
 import { freePort } from './dev/ports';
 import { PROJECT_ROOT, startTemporalDevServer } from './dev/temporalServer';
 import { createLogger } from './logger';
-import { createWorker } from './worker';
+import { createWorker, installRuntimeLogging } from './worker';
 
 const DEV_SECRET = 'dev-secret-change-me';
 
@@ -59,7 +59,8 @@ async function main() {
 
   const config = loadConfig(env);
   const log = createLogger(config.logLevel);
-  const db = createDb({ url: config.database.url!, poolMax: config.database.poolMax });
+  installRuntimeLogging(log);
+  const db = createDb({ url: config.database.url!, poolMax: config.database.poolMax, log });
   await migrate(db);
 
   const connection = await NativeConnection.connect({ address: config.temporal.address! });

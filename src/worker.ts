@@ -3,7 +3,7 @@
  * several machines may share one queue. `npm run start:worker` runs this file.
  */
 import path from 'node:path';
-import { NativeConnection, Worker, type WorkflowBundleOption } from '@temporalio/worker';
+import { NativeConnection, Runtime, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import { createActivities } from './activities';
 import { loadConfig, type Config } from './config';
 import { createDb, migrate, type Db } from './db';
@@ -35,12 +35,29 @@ export function workflowsPath(): string {
   return path.join(__dirname, 'workflows', `index${path.extname(__filename)}`);
 }
 
+/** Sends the SDK's own logs (worker state, activity failures) through pino. Once per process. */
+export function installRuntimeLogging(log: Logger): void {
+  const sdk = log.child({ component: 'temporal-sdk' });
+  const at = (level: 'trace' | 'debug' | 'info' | 'warn' | 'error') => (message: string, meta?: Record<string, unknown>) => sdk[level](meta ?? {}, message);
+  Runtime.install({
+    logger: {
+      log: (level, message, meta) => at(level.toLowerCase() as 'info')(message, meta),
+      trace: at('trace'),
+      debug: at('debug'),
+      info: at('info'),
+      warn: at('warn'),
+      error: at('error'),
+    },
+  });
+}
+
 async function main() {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
+  installRuntimeLogging(log);
   if (!config.database.url) throw new Error('DATABASE_URL is required for the worker');
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the worker');
-  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax });
+  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
   await migrate(db);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const worker = await createWorker({ config, db, log, connection });

@@ -1,5 +1,6 @@
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config';
 import { SECRET, startHarness, type Harness } from './support/harness';
 
 let h: Harness;
@@ -67,7 +68,6 @@ describe.each(endpoints)('%s %s authorization', (method, path, body) => {
 
 describe('configuration', () => {
   it('refuses to start without the shared secret', async () => {
-    const { loadConfig } = await import('../src/config');
     expect(() => loadConfig({})).toThrow(/TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: is required/);
   });
 });

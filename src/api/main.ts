@@ -38,7 +38,7 @@ async function main() {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
   if (!config.database.url) throw new Error('DATABASE_URL is required for the API');
-  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax });
+  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
   await migrate(db);
   const api = await startApi(config, { db, log });
   log.info({ url: api.url }, 'API listening');

@@ -10,10 +10,19 @@ export type Db = Knex;
 export interface DbOptions {
   url: string;
   poolMax?: number;
+  /** Where knex's own warnings go (pool errors while PostgreSQL is down); pino in the service. */
+  log?: { warn(msg: string): void; error(msg: string): void };
 }
 
-export function createDb({ url, poolMax = 10 }: DbOptions): Db {
+export function createDb({ url, poolMax = 10, log }: DbOptions): Db {
+  const text = (m: unknown) => (m instanceof Error ? m.message : String(m));
   return knex({
+    log: {
+      warn: (m: unknown) => log?.warn(`knex: ${text(m)}`),
+      error: (m: unknown) => log?.error(`knex: ${text(m)}`),
+      debug: () => undefined,
+      deprecate: () => undefined,
+    },
     client: 'pg',
     connection: {
       connectionString: url,

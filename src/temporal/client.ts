@@ -15,8 +15,14 @@ export function createTemporalClient({ address, namespace }: TemporalOptions): C
   return new Client({ connection, namespace });
 }
 
+/** Temporal did not answer within the time an interactive request can wait. */
+export class TemporalUnavailableError extends Error {
+  override name = 'TemporalUnavailableError';
+}
+
 /** Whether an error means "the Temporal service could not be reached in time". */
 export function isTemporalUnavailable(err: unknown): boolean {
+  if (err instanceof TemporalUnavailableError) return true;
   for (let e: unknown = err; e instanceof Error; e = (e as { cause?: unknown }).cause) {
     const code = (e as { code?: unknown }).code;
     // gRPC UNAVAILABLE (14) and DEADLINE_EXCEEDED (4), or a failed initial connection.

@@ -1,5 +1,6 @@
 /** How the API starts and talks to workflows. */
 import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
+import { TemporalUnavailableError } from './client';
 import type { RetryBudget, CreateUserResponse } from '../workflows/shared';
 import { setPasswordUpdate, tmcUserWorkflowId } from '../workflows/shared';
 import type { tmcUserWorkflow } from '../workflows/tmcUser';
@@ -17,6 +18,8 @@ export async function createTmcUser(
   input: { upstreamId: number; passwordHash: string; notifyRetry: RetryBudget; requestId?: string },
 ): Promise<CreateUserResponse> {
   const deadline = Date.now() + INTERACTIVE_DEADLINE_MS;
+  // The gRPC deadline bounds each call; the abort signal bounds the whole exchange, retries included.
+  const signal = AbortSignal.timeout(INTERACTIVE_DEADLINE_MS);
   for (let attempt = 1; ; attempt++) {
     const start = new WithStartWorkflowOperation<typeof tmcUserWorkflow>('tmcUserWorkflow', {
       workflowId: tmcUserWorkflowId(input.upstreamId),
@@ -27,13 +30,16 @@ export async function createTmcUser(
       memo: input.requestId ? { requestId: input.requestId } : undefined,
     });
     try {
-      return await client.withDeadline(deadline, () =>
-        client.workflow.executeUpdateWithStart(setPasswordUpdate, {
-          args: [{ passwordHash: input.passwordHash }],
-          startWorkflowOperation: start,
-        }),
+      return await client.withAbortSignal(signal, () =>
+        client.withDeadline(deadline, () =>
+          client.workflow.executeUpdateWithStart(setPasswordUpdate, {
+            args: [{ passwordHash: input.passwordHash }],
+            startWorkflowOperation: start,
+          }),
+        ),
       );
     } catch (err) {
+      if (signal.aborted) throw new TemporalUnavailableError(`no answer from Temporal within ${INTERACTIVE_DEADLINE_MS} ms`);
       if (attempt < 3 && isRunClosingRace(err)) continue;
       throw err;
     }

@@ -85,7 +85,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
   });
   const log = createLogger(config.logLevel, sink);
-  const db = createDb({ url: databaseUrl, poolMax: 20 });
+  const db = createDb({ url: databaseUrl, poolMax: 20, log });
   await migrate(db);
 
   const nativeConnection = await NativeConnection.connect({ address: config.temporal.address! });
