@@ -52,6 +52,16 @@ const envSchema = z.object({
   TMC_NOTIFY_INITIAL_INTERVAL: duration.default(1_000),
   TMC_NOTIFY_MAX_INTERVAL: duration.default(10 * 60_000),
   TMC_NOTIFY_RETRY_BUDGET: duration.default(7 * 24 * 3_600_000),
+
+  DEFAULT_TENANT: z.string().min(1).default('default'),
+  /** Base URL of this API as users' browsers reach it; verification links start with it. */
+  PUBLIC_BASE_URL: z.string().url().optional(),
+  /** SMTP server for outgoing mail, e.g. smtp://user:pass@mail.example.org:587. */
+  SMTP_URL: z.string().url().optional(),
+  MAIL_FROM: z.string().min(3).default('Accounts <no-reply@localhost>'),
+  SIGNUP_VERIFICATION_TTL: duration.default(24 * 3_600_000),
+  SIGNUP_RESEND_INTERVAL: duration.default(60_000),
+  SIGNUP_REVEAL_EXISTING: bool.default(false),
 });
 
 /** Every environment variable the service reads. */
@@ -77,6 +87,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  if (e.NODE_ENV === 'production' && !e.SMTP_URL) {
+    throw new ConfigError('invalid configuration:\n  SMTP_URL: is required in production (without it mail is only printed)');
+  }
   return {
     production: e.NODE_ENV === 'production',
     logLevel: e.LOG_LEVEL,
@@ -100,5 +113,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
         budgetMs: e.TMC_NOTIFY_RETRY_BUDGET,
       },
     },
+    signup: {
+      defaultTenant: e.DEFAULT_TENANT,
+      publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, ''),
+      verificationTtlMs: e.SIGNUP_VERIFICATION_TTL,
+      resendIntervalMs: e.SIGNUP_RESEND_INTERVAL,
+      revealExisting: e.SIGNUP_REVEAL_EXISTING,
+    },
+    mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
   };
 }

@@ -61,7 +61,7 @@ async function main() {
   const log = createLogger(config.logLevel);
   installRuntimeLogging(log);
   const db = createDb({ url: config.database.url!, poolMax: config.database.poolMax, log });
-  await migrate(db);
+  await migrate(db, { defaultTenant: config.signup.defaultTenant });
 
   const connection = await NativeConnection.connect({ address: config.temporal.address! });
   const worker = await createWorker({ config, db, log, connection });

@@ -8,6 +8,7 @@ import { createActivities } from './activities';
 import { loadConfig, type Config } from './config';
 import { createDb, migrate, type Db } from './db';
 import { createLogger, type Logger } from './logger';
+import { createMailer } from './mail';
 import { TmcClient } from './tmc';
 
 export interface WorkerDeps {
@@ -21,12 +22,13 @@ export interface WorkerDeps {
 
 export async function createWorker({ config, db, log, connection, workflowBundle }: WorkerDeps): Promise<Worker> {
   const tmc = new TmcClient(config.tmc);
+  const mailer = createMailer(config.mail);
   return Worker.create({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
-    activities: createActivities({ db, tmc, log }),
+    activities: createActivities({ db, tmc, log, mailer, publicBaseUrl: config.signup.publicBaseUrl }),
   });
 }
 
@@ -58,7 +60,7 @@ async function main() {
   if (!config.database.url) throw new Error('DATABASE_URL is required for the worker');
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the worker');
   const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
-  await migrate(db);
+  await migrate(db, { defaultTenant: config.signup.defaultTenant });
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const worker = await createWorker({ config, db, log, connection });
   log.info({ taskQueue: config.temporal.taskQueue, namespace: config.temporal.namespace }, 'worker started');

@@ -1,11 +1,13 @@
 /** All activities, built from their dependencies. Workflows import only the type. */
+import { createSignupActivities, type SignupActivityDeps } from './signups';
 import { createTmcUserActivities, type TmcUserActivityDeps } from './tmcUsers';
 
-export type ActivityDeps = TmcUserActivityDeps;
+export type ActivityDeps = TmcUserActivityDeps & SignupActivityDeps;
 
 export function createActivities(deps: ActivityDeps) {
   return {
     ...createTmcUserActivities(deps),
+    ...createSignupActivities(deps),
   };
 }
 

@@ -12,6 +12,7 @@ import type { Db } from '../db';
 import type { Logger } from '../logger';
 import type { TmcClient } from '../tmc';
 import { ApiError, errorHandler } from './errors';
+import { signupRoutes } from './signups';
 import { tmcServerRoutes } from './tmcServer';
 
 export interface AppDeps {
@@ -51,6 +52,7 @@ export function createApp(deps: AppDeps): Koa {
   });
 
   const tmcServer = tmcServerRoutes(deps);
+  const signups = signupRoutes(deps);
 
   app.use(requestContext(deps.log));
   app.use(errorHandler(deps.log));
@@ -65,7 +67,7 @@ export function createApp(deps: AppDeps): Koa {
       },
     }),
   );
-  for (const router of [health, tmcServer]) {
+  for (const router of [health, tmcServer, signups]) {
     app.use(router.routes());
     app.use(
       router.allowedMethods({

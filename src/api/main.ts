@@ -39,7 +39,7 @@ async function main() {
   const log = createLogger(config.logLevel);
   if (!config.database.url) throw new Error('DATABASE_URL is required for the API');
   const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
-  await migrate(db);
+  await migrate(db, { defaultTenant: config.signup.defaultTenant });
   const api = await startApi(config, { db, log });
   log.info({ url: api.url }, 'API listening');
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {

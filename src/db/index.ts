@@ -36,8 +36,11 @@ export function createDb({ url, poolMax = 10, log }: DbOptions): Db {
   });
 }
 
-export async function migrate(db: Db): Promise<void> {
+/** Applies pending migrations, then makes sure the default tenant exists. */
+export async function migrate(db: Db, options: { defaultTenant?: string } = {}): Promise<void> {
   await db.migrate.latest({ migrationSource });
+  const tenant = options.defaultTenant ?? 'default';
+  await db('tenants').insert({ identifier: tenant, display_name: tenant }).onConflict('identifier').ignore();
 }
 
 /** The pg error codes that mean "PostgreSQL is unreachable or shutting down". */

@@ -105,6 +105,7 @@ export async function findLoginHash(db: Knex, userId: string): Promise<string | 
     .where('p.user_id', userId)
     .whereNull('p.deleted_at')
     .whereNull('u.deleted_at')
+    .where('u.status', 'active')
     .first<{ password_hash: string } | undefined>('p.password_hash');
   return row?.password_hash;
 }

@@ -1,8 +1,17 @@
 /** How the API starts and talks to workflows. */
 import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
 import { TemporalUnavailableError } from './client';
-import type { RetryBudget, CreateUserResponse } from '../workflows/shared';
-import { setPasswordUpdate, tmcUserWorkflowId } from '../workflows/shared';
+import type { accountExistsNoticeWorkflow, signupWorkflow } from '../workflows/signup';
+import type { CreateUserResponse, RetryBudget, SignupWorkflowInput } from '../workflows/shared';
+import {
+  accountExistsWorkflowId,
+  emailVerifiedSignal,
+  resendSignal,
+  setPasswordUpdate,
+  SignupStateKey,
+  signupWorkflowId,
+  tmcUserWorkflowId,
+} from '../workflows/shared';
 import type { tmcUserWorkflow } from '../workflows/tmcUser';
 
 /** How long a request waits for Temporal before it is answered 503; TMC gives up at 10 s. */
@@ -54,4 +63,67 @@ function isRunClosingRace(err: unknown): boolean {
     }
   }
   return false;
+}
+
+// ---- signup ----------------------------------------------------------------------------------
+
+export interface SignupStart {
+  signupId: string;
+  userId: string;
+  tenantId: string;
+  tenantIdentifier: string;
+  expiresAt: Date;
+  resendIntervalMs: number;
+  requestId?: string;
+}
+
+function signupOptions(taskQueue: string, s: SignupStart) {
+  return {
+    workflowId: signupWorkflowId(s.userId),
+    taskQueue,
+    args: [
+      { signupId: s.signupId, userId: s.userId, tenantId: s.tenantId, expiresAtMs: s.expiresAt.getTime(), resendIntervalMs: s.resendIntervalMs, requestId: s.requestId },
+    ] as [SignupWorkflowInput],
+    typedSearchAttributes: [{ key: SignupStateKey, value: 'AwaitingVerification' }],
+    staticSummary: `Signup in tenant ${s.tenantIdentifier} for user ${s.userId}`,
+    memo: s.requestId ? { requestId: s.requestId } : undefined,
+  };
+}
+
+/** Starts the signup's workflow; joins it if it is already running. */
+export async function startSignup(client: Client, taskQueue: string, s: SignupStart): Promise<void> {
+  await client.withDeadline(Date.now() + INTERACTIVE_DEADLINE_MS, () =>
+    client.workflow.start<typeof signupWorkflow>('signupWorkflow', { ...signupOptions(taskQueue, s), workflowIdConflictPolicy: 'USE_EXISTING' }),
+  );
+}
+
+/**
+ * Asks a pending signup for a fresh link. Signal-with-start: if the workflow is not running yet
+ * (its starter is still on its way, or failed), this starts it from the same reserved row.
+ */
+export async function resumeSignup(client: Client, taskQueue: string, s: SignupStart): Promise<void> {
+  await client.withDeadline(Date.now() + INTERACTIVE_DEADLINE_MS, () =>
+    client.workflow.signalWithStart<typeof signupWorkflow>('signupWorkflow', { ...signupOptions(taskQueue, s), signal: resendSignal, signalArgs: [] }),
+  );
+}
+
+export async function signalEmailVerified(client: Client, workflowId: string, tokenId: string): Promise<void> {
+  await client.withDeadline(Date.now() + INTERACTIVE_DEADLINE_MS, () => client.workflow.getHandle(workflowId).signal(emailVerifiedSignal, { tokenId }));
+}
+
+/** Sends the "account already exists" notice, at most once per resend interval per user. */
+export async function notifyExistingAccount(
+  client: Client,
+  taskQueue: string,
+  input: { userId: string; tenantId: string; resendIntervalMs: number; requestId?: string },
+): Promise<void> {
+  await client.withDeadline(Date.now() + INTERACTIVE_DEADLINE_MS, () =>
+    client.workflow.start<typeof accountExistsNoticeWorkflow>('accountExistsNoticeWorkflow', {
+      workflowId: accountExistsWorkflowId(input.userId),
+      taskQueue,
+      args: [input],
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      staticSummary: `Existing-account notice for user ${input.userId}`,
+    }),
+  );
 }

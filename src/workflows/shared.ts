@@ -2,7 +2,8 @@
  * What workflows and their callers share: update/signal definitions, inputs and results,
  * and workflow ids. Deterministic and I/O-free, so both the worker bundle and the API import it.
  */
-import { defineUpdate } from '@temporalio/workflow';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import type { User } from '../db/users';
 
 export interface RetryBudget {
@@ -44,3 +45,49 @@ export const FailureType = {
   TmcUnavailable: 'TmcUnavailable',
   DatabaseUnavailable: 'DatabaseUnavailable',
 } as const;
+
+// ---- signup ----------------------------------------------------------------------------------
+
+/** The search attribute operators filter on: `SignupState="AwaitingVerification"`. */
+export const SignupStateKey = defineSearchAttributeKey('SignupState', SearchAttributeType.KEYWORD);
+export type SignupState = 'AwaitingVerification' | 'Activating' | 'Active' | 'Expired';
+
+/**
+ * No email, name, password hash or token: the workflow works with ids only and the activities
+ * read the rest from PostgreSQL.
+ */
+export interface SignupWorkflowInput {
+  signupId: string;
+  userId: string;
+  tenantId: string;
+  /** When the signup expires, in ms since the epoch (also the tokens' expiry). */
+  expiresAtMs: number;
+  resendIntervalMs: number;
+  requestId?: string;
+}
+
+export type SignupWorkflowResult = { outcome: 'active' } | { outcome: 'expired'; reason: 'timeout' | 'cancelled' };
+
+export interface SignupStatus {
+  state: SignupState;
+  emailsSent: number;
+  lastEmailSentAtMs: number | undefined;
+}
+
+/** The user clicked a valid link. Carries the token's row id, never the token. */
+export const emailVerifiedSignal = defineSignal<[{ tokenId: string }]>('emailVerified');
+/** Send a fresh link (the old one stops working), subject to the resend interval. */
+export const resendSignal = defineSignal('resend');
+/** An operator gives up on the signup: it expires now. */
+export const cancelSignal = defineSignal('cancel');
+export const signupStatusQuery = defineQuery<SignupStatus>('status');
+
+/** One signup workflow per candidate user; derived from the user id, never from the email. */
+export function signupWorkflowId(userId: string): string {
+  return `signup-${userId}`;
+}
+
+/** Sends the "you already have an account" notice at most once per resend interval. */
+export function accountExistsWorkflowId(userId: string): string {
+  return `account-exists-${userId}`;
+}

@@ -13,7 +13,9 @@ import { loadConfig, type Config } from '../../src/config';
 import { createDb, migrate, type Db } from '../../src/db';
 import { createLogger, type Logger } from '../../src/logger';
 import { createWorker } from '../../src/worker';
+import { freePort } from '../../src/dev/ports';
 import { FakeTmc } from './fakeTmc';
+import { SmtpCapture } from './smtpCapture';
 
 export const SECRET = 'test-shared-secret';
 
@@ -28,6 +30,7 @@ export interface Harness {
   config: Config;
   db: Db;
   tmc: FakeTmc;
+  mail: SmtpCapture;
   api: RunningApi;
   client: Client;
   log: Logger;
@@ -63,6 +66,8 @@ export interface HarnessOptions {
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const tmc = await new FakeTmc().start();
+  const mail = await new SmtpCapture().start();
+  const port = await freePort();
   const databaseUrl = options.databaseUrl ?? (await createDatabase());
   const config = loadConfig({
     TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: SECRET,
@@ -75,6 +80,10 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     TMC_NOTIFY_INITIAL_INTERVAL: '200ms',
     TMC_NOTIFY_MAX_INTERVAL: '1s',
     LOG_LEVEL: 'info',
+    PORT: String(port),
+    PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+    SMTP_URL: mail.url,
+    MAIL_FROM: 'Accounts <accounts@test.invalid>',
     ...options.env,
   });
   const logLines: string[] = [];
@@ -86,7 +95,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   });
   const log = createLogger(config.logLevel, sink);
   const db = createDb({ url: databaseUrl, poolMax: 20, log });
-  await migrate(db);
+  await migrate(db, { defaultTenant: config.signup.defaultTenant });
 
   const nativeConnection = await NativeConnection.connect({ address: config.temporal.address! });
   let worker: Worker | undefined;
@@ -104,7 +113,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   };
   if (options.worker !== false) await startWorker();
 
-  const api = await startApi(config, { db, log, port: 0 });
+  const api = await startApi(config, { db, log });
   const connection = await Connection.connect({ address: config.temporal.address! });
   const client = new Client({ connection, namespace: config.temporal.namespace });
 
@@ -130,6 +139,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     config,
     db,
     tmc,
+    mail,
     api,
     client,
     log,
@@ -146,6 +156,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
         ['client connection', () => connection.close()],
         ['db', () => db.destroy()],
         ['tmc', () => tmc.stop()],
+        ['smtp', () => mail.stop()],
       ];
       for (const [name, step] of steps) {
         await Promise.race([

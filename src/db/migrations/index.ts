@@ -4,6 +4,7 @@
  */
 import type { Knex } from 'knex';
 import * as m001 from './001_tmc_users';
+import * as m002 from './002_signup';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -12,6 +13,7 @@ interface Migration {
 
 const migrations: Record<string, Migration> = {
   '001_tmc_users': m001,
+  '002_signup': m002,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

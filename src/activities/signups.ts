@@ -1,0 +1,136 @@
+/**
+ * Activities of signupWorkflow. Each one is idempotent: it checks the signup's state inside its
+ * transaction, so a retry after a crash converges instead of repeating the effect.
+ */
+import type { Db } from '../db';
+import { findSignup, newToken, recordAudit, type SignupRow } from '../db/signups';
+import { emailDomain } from '../db/users';
+import type { Logger } from '../logger';
+import type { Mailer } from '../mail';
+import { mapFailures } from './failures';
+
+export interface SignupActivityDeps {
+  db: Db;
+  mailer: Mailer;
+  log: Logger;
+  publicBaseUrl: string;
+}
+
+const PENDING: SignupRow['state'][] = ['awaiting_verification', 'activating'];
+
+export function createSignupActivities({ db, mailer, log, publicBaseUrl }: SignupActivityDeps) {
+  return {
+    /** Creates the candidate user, its details and password from the reserved signup row. */
+    createCandidate: mapFailures(async ({ signupId, requestId }: { signupId: string; requestId?: string }): Promise<void> => {
+      await db.transaction(async (trx) => {
+        const signup = await trx('signups').where({ id: signupId }).forUpdate().first<SignupRow | undefined>();
+        if (!signup || !PENDING.includes(signup.state)) return;
+        const exists = await trx('users').where({ id: signup.user_id }).first('id');
+        if (exists) return;
+        await trx('users').insert({
+          id: signup.user_id,
+          status: 'candidate',
+          tenant_id: signup.tenant_id,
+          identifier: signup.identifier,
+          display_name: signup.display_name,
+          email_domain: emailDomain(signup.email),
+        });
+        await trx('user_details').insert({ user_id: signup.user_id, email: signup.email });
+        if (signup.password_hash) await trx('user_passwords').insert({ user_id: signup.user_id, password_hash: signup.password_hash });
+        // The hash now lives with the user; the signup row keeps no copy.
+        await trx('signups').where({ id: signupId }).update({ password_hash: null, updated_at: trx.fn.now() });
+        await recordAudit(trx, { type: 'signup_started', userId: signup.user_id, tenantId: signup.tenant_id, requestId });
+      });
+    }),
+
+    /**
+     * Rotates the signup's token (older unused ones stop working) and emails the new link.
+     * A retry after a sent mail sends another link; only the newest one works.
+     */
+    sendVerificationEmail: mapFailures(async ({ signupId, requestId }: { signupId: string; requestId?: string }): Promise<void> => {
+      const signup = await findSignup(db, signupId);
+      if (!signup || !PENDING.includes(signup.state)) return;
+      const { token, hash } = newToken();
+      await db.transaction(async (trx) => {
+        await trx('verification_tokens').where({ signup_id: signupId }).whereNull('used_at').delete();
+        await trx('verification_tokens').insert({ id: crypto.randomUUID(), token_hash: hash, signup_id: signupId, expires_at: signup.expires_at });
+      });
+      const link = `${publicBaseUrl}/api/v0/signups/verify?token=${token}`;
+      await mailer.send({
+        to: signup.email,
+        subject: 'Confirm your email address',
+        text: [
+          `Hello ${signup.display_name || 'there'},`,
+          '',
+          'Open this link to confirm your email address and activate your account:',
+          link,
+          '',
+          `The link works once and expires at ${signup.expires_at.toISOString()}.`,
+          "If you did not sign up, ignore this message and the account will not be created.",
+        ].join('\n'),
+      });
+      await db('signups').where({ id: signupId }).update({
+        emails_sent: db.raw('emails_sent + 1'),
+        last_email_sent_at: db.fn.now(),
+        updated_at: db.fn.now(),
+      });
+      await recordAudit(db, { type: 'signup_verification_sent', userId: signup.user_id, tenantId: signup.tenant_id, requestId });
+      log.info({ signupId, userId: signup.user_id }, 'verification email sent');
+    }),
+
+    /** Uses the token and activates the user, in one transaction. */
+    activateSignup: mapFailures(
+      async ({ signupId, tokenId, requestId }: { signupId: string; tokenId: string; requestId?: string }): Promise<'activated' | 'invalid_token'> => {
+        return db.transaction(async (trx) => {
+          const signup = await trx('signups').where({ id: signupId }).forUpdate().first<SignupRow | undefined>();
+          if (!signup) return 'invalid_token';
+          if (signup.state === 'active') return 'activated'; // a retry after the commit
+          if (!PENDING.includes(signup.state)) return 'invalid_token';
+          const used = await trx('verification_tokens')
+            .where({ id: tokenId, signup_id: signupId })
+            .whereNull('used_at')
+            .where('expires_at', '>', trx.fn.now())
+            .update({ used_at: trx.fn.now() });
+          if (used === 0) return 'invalid_token';
+          await trx('users').where({ id: signup.user_id, status: 'candidate' }).update({ status: 'active', updated_at: trx.fn.now() });
+          await trx('signups').where({ id: signupId }).update({ state: 'active', updated_at: trx.fn.now() });
+          await trx('verification_tokens').where({ signup_id: signupId }).whereNull('used_at').delete();
+          await recordAudit(trx, { type: 'signup_completed', userId: signup.user_id, tenantId: signup.tenant_id, requestId });
+          return 'activated';
+        });
+      },
+    ),
+
+    /** Marks the signup expired and removes the candidate and its tokens. */
+    expireSignup: mapFailures(
+      async ({ signupId, reason, requestId }: { signupId: string; reason: 'timeout' | 'cancelled'; requestId?: string }): Promise<void> => {
+        await db.transaction(async (trx) => {
+          const signup = await trx('signups').where({ id: signupId }).forUpdate().first<SignupRow | undefined>();
+          if (!signup || !PENDING.includes(signup.state)) return;
+          await trx('verification_tokens').where({ signup_id: signupId }).delete();
+          await trx('users').where({ id: signup.user_id, status: 'candidate' }).delete();
+          await trx('signups').where({ id: signupId }).update({ state: 'expired', password_hash: null, updated_at: trx.fn.now() });
+          await recordAudit(trx, { type: 'signup_expired', userId: signup.user_id, tenantId: signup.tenant_id, requestId, details: { reason } });
+        });
+      },
+    ),
+
+    /** "Someone tried to sign up with your address; you already have an account." */
+    sendAccountExistsNotice: mapFailures(
+      async ({ userId, tenantId, requestId }: { userId: string; tenantId: string; requestId?: string }): Promise<void> => {
+        const row = await db('user_details').where({ user_id: userId }).first<{ email: string } | undefined>('email');
+        if (!row) return;
+        await mailer.send({
+          to: row.email,
+          subject: 'You already have an account',
+          text: [
+            'Someone, probably you, tried to sign up with this email address.',
+            'You already have an account, so nothing was changed.',
+            'If this was not you, you can ignore this message.',
+          ].join('\n'),
+        });
+        await recordAudit(db, { type: 'signup_existing_account_notified', userId, tenantId, requestId });
+      },
+    ),
+  };
+}

@@ -1,0 +1,211 @@
+/*!
+ * Handlers for `/api/v0/signups…`: self-service signup with email verification. Public: no
+ * shared secret; called by users' browsers and the tenant's sign-up pages.
+ *
+ * - `POST /api/v0/signups`: starts (or resumes) a signup and emails a verification link.
+ * - `GET /api/v0/signups/verify?token=…`: the link in the email; activates the user.
+ * - `POST /api/v0/signups/resend`: a fresh link for a pending signup, throttled.
+ *
+ * Each signup is a durable signupWorkflow (src/workflows/signup.ts).
+ */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { z } from 'zod';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import type { Db } from '../db';
+import {
+  findActiveUserByIdentifier,
+  findPendingSignup,
+  findSignup,
+  findTenant,
+  findValidToken,
+  identifierOf,
+  recordAudit,
+  releaseReservation,
+  reserveSignup,
+  TOKEN_FORMAT,
+  type SignupRow,
+  type Tenant,
+} from '../db/signups';
+import { hashPassword, MAX_PASSWORD_BYTES, passwordTooLong } from '../passwords';
+import { notifyExistingAccount, resumeSignup, signalEmailVerified, startSignup, type SignupStart } from '../temporal/starters';
+import { ApiError } from './errors';
+import { jsonBody, parse } from './validation';
+
+export interface SignupDeps {
+  config: Config;
+  db: Db;
+  temporal: Client;
+}
+
+const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
+/** axess's rule: no control characters and no byte-order mark (nor lone surrogates). */
+const printable = (s: string) => !/[\p{Cc}\p{Cs}\uFEFF]/u.test(s);
+
+const tenantField = z
+  .string()
+  .refine((s) => bytes(s) >= 1 && bytes(s) <= 256, 'must be 1 to 256 bytes')
+  .refine(printable, 'must be printable');
+const emailField = z
+  .string()
+  .refine((s) => bytes(s) >= 1 && bytes(s) <= 254, 'must be 1 to 254 bytes')
+  .refine(printable, 'must be printable')
+  .refine((s) => z.email().safeParse(s.trim()).success, 'must be a valid email address');
+
+const signupRequest = z.object({
+  tenant: tenantField,
+  email: emailField,
+  display_name: z
+    .string()
+    .refine((s) => bytes(s) <= 256, 'must be at most 256 bytes')
+    .refine(printable, 'must be printable'),
+  password: z
+    .string()
+    .refine((p) => !passwordTooLong(p), `must be at most ${MAX_PASSWORD_BYTES} bytes`)
+    .refine((p) => [...p.normalize('NFC')].length >= 8, 'must be at least 8 characters'),
+});
+const resendRequest = z.object({ tenant: tenantField, email: emailField });
+
+const VERIFICATION_SENT = { status: 'verification_sent' } as const;
+const LINK_INVALID = 'This link is invalid, was already used, or has expired.';
+
+export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
+  const queue = config.temporal.taskQueue;
+  const startOf = (s: SignupRow, tenant: Pick<Tenant, 'id' | 'identifier'>, requestId?: string): SignupStart => ({
+    signupId: s.id,
+    userId: s.user_id,
+    tenantId: tenant.id,
+    tenantIdentifier: tenant.identifier,
+    expiresAt: s.expires_at,
+    resendIntervalMs: config.signup.resendIntervalMs,
+    requestId,
+  });
+
+  /**
+   * POST `/api/v0/signups` `{tenant, email, display_name, password}`
+   *
+   * Answers 202 `{"status":"verification_sent"}` for a new signup, for a pending one (which is
+   * resumed, its password unchanged) and, unless SIGNUP_REVEAL_EXISTING, for an active account.
+   */
+  async function createSignup(ctx: Context) {
+    // 0. Reject oversized or invalid inputs before any I/O.
+    const body = parse(signupRequest, jsonBody(ctx));
+    const requestId: string = ctx.state.requestId;
+
+    // 1. The tenant must exist and be active.
+    const tenant = await findTenant(db, body.tenant);
+    if (!tenant || tenant.status !== 'active') throw new ApiError(422, 'tenant_not_active');
+
+    // 2. An active account is never touched: it gets a notice, the caller the usual answer.
+    const identifier = identifierOf(body.email);
+    const active = await findActiveUserByIdentifier(db, tenant.id, identifier);
+    if (active) {
+      if (config.signup.revealExisting) throw new ApiError(409, 'already_exists');
+      await notifyExistingAccount(temporal, queue, { userId: active.id, tenantId: tenant.id, resendIntervalMs: config.signup.resendIntervalMs, requestId });
+      ctx.status = 202;
+      ctx.body = VERIFICATION_SENT;
+      return;
+    }
+
+    // 3. A pending signup is resumed, not replaced. Its password stays as it is: whoever comes
+    //    second must not be able to take over the account before its owner verifies it.
+    let pending = await findPendingSignup(db, tenant.id, identifier);
+    if (!pending) {
+      const passwordHash = await hashPassword(body.password);
+      const expiresAt = new Date(Date.now() + config.signup.verificationTtlMs);
+      const reserved = await reserveSignup(db, { tenantId: tenant.id, identifier, email: body.email.trim(), displayName: body.display_name, passwordHash, expiresAt });
+      if (reserved) {
+        try {
+          await startSignup(temporal, queue, startOf(reserved, tenant, requestId));
+        } catch (err) {
+          await releaseReservation(db, reserved.id).catch(() => undefined);
+          throw err;
+        }
+        ctx.status = 202;
+        ctx.body = VERIFICATION_SENT;
+        return;
+      }
+      // Another request reserved it a moment ago.
+      pending = await findPendingSignup(db, tenant.id, identifier);
+      if (!pending) throw new ApiError(503, 'The signup could not be recorded; try again.');
+    }
+    await resumeSignup(temporal, queue, startOf(pending, tenant, requestId));
+    await recordAudit(db, { type: 'signup_resumed', userId: pending.user_id, tenantId: tenant.id, requestId });
+    ctx.status = 202;
+    ctx.body = VERIFICATION_SENT;
+  }
+
+  /**
+   * GET `/api/v0/signups/verify?token=…`
+   *
+   * 200 once the user is active (JSON if asked for, else a small HTML page). Unknown, used and
+   * expired tokens all get 410 with the same message. A second click is harmless.
+   */
+  async function verify(ctx: Context) {
+    const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
+    const valid = TOKEN_FORMAT.test(token) ? await findValidToken(db, token) : undefined;
+    if (!valid) throw new ApiError(410, LINK_INVALID);
+
+    await signalEmailVerified(temporal, valid.workflowId, valid.tokenId);
+    const outcome = await waitForOutcome(valid.signupId, 8_000);
+    if (outcome === 'expired') throw new ApiError(410, LINK_INVALID);
+    const wantsJson = ctx.accepts('html', 'json') === 'json';
+    if (outcome === 'active') {
+      ctx.status = 200;
+      ctx.body = wantsJson ? { status: 'active', user_id: valid.userId } : page('Email confirmed', 'Your account is now active. You can close this page and sign in.');
+    } else {
+      // Still activating (a slow worker): the workflow will finish it.
+      ctx.status = 202;
+      ctx.body = wantsJson ? { status: 'activating', user_id: valid.userId } : page('Almost done', 'Your email is confirmed; your account is being activated.');
+    }
+  }
+
+  async function waitForOutcome(signupId: string, timeoutMs: number): Promise<'active' | 'expired' | 'pending'> {
+    const deadline = Date.now() + timeoutMs;
+    for (let delay = 25; ; delay = Math.min(delay * 2, 250)) {
+      const s = await findSignup(db, signupId);
+      if (s?.state === 'active') return 'active';
+      if (!s || s.state === 'expired') return 'expired';
+      if (Date.now() + delay > deadline) return 'pending';
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  /**
+   * POST `/api/v0/signups/resend` `{tenant, email}`
+   *
+   * Always 202 `{"status":"verification_sent"}`. If a signup is pending and its last email went
+   * out over SIGNUP_RESEND_INTERVAL ago, the workflow sends a fresh link.
+   */
+  async function resend(ctx: Context) {
+    const body = parse(resendRequest, jsonBody(ctx));
+    const tenant = await findTenant(db, body.tenant);
+    const pending = tenant?.status === 'active' ? await findPendingSignup(db, tenant.id, identifierOf(body.email)) : undefined;
+    if (tenant && pending) {
+      const last = pending.last_email_sent_at?.getTime() ?? 0;
+      if (Date.now() - last >= config.signup.resendIntervalMs) {
+        await resumeSignup(temporal, queue, startOf(pending, tenant, ctx.state.requestId));
+      }
+    }
+    ctx.status = 202;
+    ctx.body = VERIFICATION_SENT;
+  }
+
+  const router = new Router({ prefix: '/api/v0/signups' });
+  router.post('/', createSignup);
+  router.get('/verify', verify);
+  router.post('/resend', resend);
+  return router;
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(title: string, message: string): string {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: system-ui, sans-serif; max-width: 36rem; margin: 4rem auto; padding: 0 1rem">
+<h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p></body></html>`;
+}

@@ -1,0 +1,102 @@
+/**
+ * signupWorkflow: one signup from start to end.
+ *
+ * 1. Create the candidate user (from the signup row the API reserved).
+ * 2. Email a verification link.
+ * 3. Wait for `emailVerified`, until the signup expires; `resend` sends a fresh link.
+ * 4. Verified: activate the user.  5. Expired (or cancelled): remove the candidate.
+ *
+ * The search attribute SignupState follows along, so operators can find stuck signups.
+ */
+import { condition, proxyActivities, setHandler, sleep, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import {
+  cancelSignal,
+  emailVerifiedSignal,
+  resendSignal,
+  SignupStateKey,
+  signupStatusQuery,
+  type SignupState,
+  type SignupWorkflowInput,
+  type SignupWorkflowResult,
+} from './shared';
+
+const db = proxyActivities<Activities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', maximumInterval: '1m' },
+});
+
+/** Mail is retried for as long as the signup lives: an SMTP outage delays the link, never loses it. */
+const mail = proxyActivities<Activities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '5m' },
+});
+
+export async function signupWorkflow(input: SignupWorkflowInput): Promise<SignupWorkflowResult> {
+  const { signupId, requestId } = input;
+  const verifications: string[] = [];
+  let resendRequested = false;
+  let cancelled = false;
+  let state: SignupState = 'AwaitingVerification';
+  let emailsSent = 0;
+  let lastEmailSentAtMs: number | undefined;
+
+  setHandler(emailVerifiedSignal, ({ tokenId }) => {
+    if (!verifications.includes(tokenId)) verifications.push(tokenId);
+  });
+  setHandler(resendSignal, () => {
+    resendRequested = true;
+  });
+  setHandler(cancelSignal, () => {
+    cancelled = true;
+  });
+  setHandler(signupStatusQuery, () => ({ state, emailsSent, lastEmailSentAtMs }));
+
+  const enter = (next: SignupState) => {
+    state = next;
+    upsertSearchAttributes([{ key: SignupStateKey, value: next }]);
+  };
+  const sendLink = async () => {
+    await mail.sendVerificationEmail({ signupId, requestId });
+    emailsSent++;
+    lastEmailSentAtMs = Date.now();
+  };
+
+  if (workflowInfo().typedSearchAttributes.get(SignupStateKey) !== 'AwaitingVerification') enter('AwaitingVerification');
+  await db.createCandidate({ signupId, requestId });
+  await sendLink();
+
+  for (;;) {
+    const remaining = input.expiresAtMs - Date.now();
+    const woke = remaining > 0 && (await condition(() => verifications.length > 0 || resendRequested || cancelled, remaining));
+    if (!woke || cancelled) {
+      const reason = cancelled ? 'cancelled' : 'timeout';
+      enter('Expired');
+      await db.expireSignup({ signupId, reason, requestId });
+      return { outcome: 'expired', reason };
+    }
+    const tokenId = verifications.shift();
+    if (tokenId !== undefined) {
+      enter('Activating');
+      const outcome = await db.activateSignup({ signupId, tokenId, requestId });
+      if (outcome === 'activated') {
+        enter('Active');
+        return { outcome: 'active' };
+      }
+      // The token was rotated or expired in the meantime: keep waiting for a valid one.
+      enter('AwaitingVerification');
+      continue;
+    }
+    if (resendRequested) {
+      resendRequested = false;
+      if (lastEmailSentAtMs === undefined || Date.now() - lastEmailSentAtMs >= input.resendIntervalMs) await sendLink();
+    }
+  }
+}
+
+/** Tells the owner of an existing account that someone tried to sign up with their address. */
+export async function accountExistsNoticeWorkflow(input: { userId: string; tenantId: string; resendIntervalMs: number; requestId?: string }): Promise<void> {
+  await mail.sendAccountExistsNotice({ userId: input.userId, tenantId: input.tenantId, requestId: input.requestId });
+  // Staying open for the interval makes later attempts join this run instead of sending again.
+  await sleep(input.resendIntervalMs);
+}
