@@ -9,6 +9,7 @@ import { loadConfig, type Config } from './config';
 import { createDb, migrate, type Db } from './db';
 import { createLogger, type Logger } from './logger';
 import { createMailer } from './mail';
+import { ensureSearchAttributes } from './temporal/searchAttributes';
 import { TmcClient } from './tmc';
 
 export interface WorkerDeps {
@@ -61,6 +62,7 @@ async function main() {
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the worker');
   const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
+  await ensureSearchAttributes(config.temporal.address, config.temporal.namespace);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const worker = await createWorker({ config, db, log, connection });
   log.info({ taskQueue: config.temporal.taskQueue, namespace: config.temporal.namespace }, 'worker started');

@@ -17,7 +17,7 @@ import type { Config } from '../config';
 import type { Db } from '../db';
 import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash, upstreamStatus, userExists } from '../db/users';
 import { dummyVerify, hashPassword, MAX_PASSWORD_BYTES, passwordTooLong, verifyPassword } from '../passwords';
-import { createTmcUser } from '../temporal/starters';
+import { createTmcUser, INTERACTIVE_DEADLINE_MS } from '../temporal/starters';
 import { TmcError, type TmcClient } from '../tmc';
 import { ApiError } from './errors';
 import { requireTmcSecret } from './tmcAuth';
@@ -57,14 +57,16 @@ export function tmcServerRoutes({ config, db, temporal, tmc }: TmcServerDeps): R
    * made here, so the plaintext never reaches Temporal; TMC is told afterwards, durably.
    */
   async function createUser(ctx: Context) {
+    // TMC gives up after 10 s; whatever happens, it gets an answer within 8 s of arrival.
+    const deadline = Date.now() + INTERACTIVE_DEADLINE_MS;
     const body = parse(createUserRequest, jsonBody(ctx));
     const passwordHash = await hashPassword(body.password);
-    ctx.body = await createTmcUser(temporal, config.temporal.taskQueue, {
-      upstreamId: body.upstream_id,
-      passwordHash,
-      notifyRetry: config.tmc.notifyRetry,
-      requestId: ctx.state.requestId,
-    });
+    ctx.body = await createTmcUser(
+      temporal,
+      config.temporal.taskQueue,
+      { upstreamId: body.upstream_id, passwordHash, notifyRetry: config.tmc.notifyRetry, requestId: ctx.state.requestId },
+      deadline,
+    );
   }
 
   /**

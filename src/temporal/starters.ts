@@ -15,7 +15,7 @@ import {
 import type { tmcUserWorkflow } from '../workflows/tmcUser';
 
 /** How long a request waits for Temporal before it is answered 503; TMC gives up at 10 s. */
-const INTERACTIVE_DEADLINE_MS = 8_000;
+export const INTERACTIVE_DEADLINE_MS = 8_000;
 
 /**
  * Runs update-with-start on the user's creation workflow and returns once the password hash is
@@ -25,10 +25,11 @@ export async function createTmcUser(
   client: Client,
   taskQueue: string,
   input: { upstreamId: number; passwordHash: string; notifyRetry: RetryBudget; requestId?: string },
+  /** When the caller's answer is due (ms since the epoch); by default 8 s from now. */
+  deadline = Date.now() + INTERACTIVE_DEADLINE_MS,
 ): Promise<CreateUserResponse> {
-  const deadline = Date.now() + INTERACTIVE_DEADLINE_MS;
   // The gRPC deadline bounds each call; the abort signal bounds the whole exchange, retries included.
-  const signal = AbortSignal.timeout(INTERACTIVE_DEADLINE_MS);
+  const signal = AbortSignal.timeout(Math.max(deadline - Date.now(), 0));
   for (let attempt = 1; ; attempt++) {
     const start = new WithStartWorkflowOperation<typeof tmcUserWorkflow>('tmcUserWorkflow', {
       workflowId: tmcUserWorkflowId(input.upstreamId),
@@ -48,7 +49,7 @@ export async function createTmcUser(
         ),
       );
     } catch (err) {
-      if (signal.aborted) throw new TemporalUnavailableError(`no answer from Temporal within ${INTERACTIVE_DEADLINE_MS} ms`);
+      if (signal.aborted) throw new TemporalUnavailableError('no answer from Temporal in time');
       if (attempt < 3 && isRunClosingRace(err)) continue;
       throw err;
     }
