@@ -87,7 +87,7 @@ function signupOptions(taskQueue: string, s: SignupStart) {
     ] as [SignupWorkflowInput],
     typedSearchAttributes: [{ key: SignupStateKey, value: 'AwaitingVerification' }],
     staticSummary: `Signup in tenant ${s.tenantIdentifier} for user ${s.userId}`,
-    memo: s.requestId ? { requestId: s.requestId } : undefined,
+    memo: { tenant: s.tenantIdentifier, userId: s.userId, ...(s.requestId ? { requestId: s.requestId } : {}) },
   };
 }
 
