@@ -42,6 +42,12 @@ const envSchema = z.object({
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('accounts'),
   TEMPORAL_CLI_PATH: z.string().min(1).optional(),
+  /** `keyId:base64-of-32-bytes,…`: the first encrypts Temporal payloads, all decrypt. */
+  PAYLOAD_ENCRYPTION_KEYS: z.string().min(1).optional(),
+  /** Guards the codec endpoints the Temporal UI calls (/codec/…). */
+  CODEC_AUTH_TOKEN: z.string().min(16).optional(),
+  /** Origins allowed to call the codec endpoints from a browser (the Temporal UI), comma-separated. */
+  CODEC_CORS_ORIGINS: z.string().default('http://localhost:8233,http://127.0.0.1:8233'),
 
   TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: z.string().min(1),
   TMC_BASE_URL: z.string().url().default('https://tmc.mooc.fi'),
@@ -87,8 +93,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
-  if (e.NODE_ENV === 'production' && !e.SMTP_URL) {
-    throw new ConfigError('invalid configuration:\n  SMTP_URL: is required in production (without it mail is only printed)');
+  if (e.NODE_ENV === 'production') {
+    const missing = [
+      !e.SMTP_URL && '  SMTP_URL: is required in production (without it mail is only printed)',
+      !e.PAYLOAD_ENCRYPTION_KEYS && '  PAYLOAD_ENCRYPTION_KEYS: is required in production (without it a key is generated into .data/)',
+    ].filter(Boolean);
+    if (missing.length) throw new ConfigError(`invalid configuration:\n${missing.join('\n')}`);
   }
   return {
     production: e.NODE_ENV === 'production',
@@ -100,6 +110,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       namespace: e.TEMPORAL_NAMESPACE,
       taskQueue: e.TEMPORAL_TASK_QUEUE,
       cliPath: e.TEMPORAL_CLI_PATH,
+      encryptionKeys: e.PAYLOAD_ENCRYPTION_KEYS,
+    },
+    codec: {
+      authToken: e.CODEC_AUTH_TOKEN,
+      corsOrigins: e.CODEC_CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean),
     },
     tmc: {
       sharedSecret: e.TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT,

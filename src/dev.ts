@@ -7,6 +7,7 @@
  */
 import { NativeConnection } from '@temporalio/worker';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { startApi } from './api/main';
 import { loadConfig } from './config';
@@ -15,6 +16,7 @@ import { defaultDevDataDir, startEmbeddedPostgres } from './dev/postgres';
 import { freePort } from './dev/ports';
 import { PROJECT_ROOT, startTemporalDevServer } from './dev/temporalServer';
 import { createLogger } from './logger';
+import { resolveKeys } from './temporal/codec';
 import { createWorker, installRuntimeLogging } from './worker';
 
 const DEV_SECRET = 'dev-secret-change-me';
@@ -35,6 +37,8 @@ async function main() {
     env.TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT = DEV_SECRET;
     notes.push(`TMC shared secret (development default): ${DEV_SECRET}`);
   }
+  if (!env.CODEC_AUTH_TOKEN) env.CODEC_AUTH_TOKEN = randomBytes(24).toString('base64url');
+  const apiPort = Number(env.PORT || 3000);
   const stops: Array<() => Promise<void>> = [];
 
   if (!env.DATABASE_URL) {
@@ -51,6 +55,8 @@ async function main() {
       port: await portOr(7233),
       uiPort: await portOr(8233),
       dbFilename: path.join(dataDir, 'temporal.sqlite'),
+      // The UI decrypts payloads through the API's codec endpoint; the token is in the path.
+      uiCodecEndpoint: `http://localhost:${apiPort}/codec/${env.CODEC_AUTH_TOKEN}`,
     });
     stops.push(() => temporal.stop());
     env.TEMPORAL_ADDRESS = temporal.address;
@@ -63,16 +69,17 @@ async function main() {
   const db = createDb({ url: config.database.url!, poolMax: config.database.poolMax, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
 
+  const keys = resolveKeys(config, log);
   const connection = await NativeConnection.connect({ address: config.temporal.address! });
-  const worker = await createWorker({ config, db, log, connection });
+  const worker = await createWorker({ config, db, log, connection, keys });
   const workerRun = worker.run();
-  const api = await startApi(config, { db, log });
+  const api = await startApi(config, { db, log, keys });
 
   const lines = [
     '',
     `API:          http://localhost:${config.http.port}`,
     `Temporal:     ${config.temporal.address} (namespace ${config.temporal.namespace}, task queue ${config.temporal.taskQueue})`,
-    ...(uiUrl ? [`Temporal UI:  ${uiUrl}`] : []),
+    ...(uiUrl ? [`Temporal UI:  ${uiUrl}  (payloads decrypted through the API's /codec endpoint)`] : []),
     ...notes,
     '',
   ];

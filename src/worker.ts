@@ -9,6 +9,7 @@ import { loadConfig, type Config } from './config';
 import { createDb, migrate, type Db } from './db';
 import { createLogger, type Logger } from './logger';
 import { createMailer } from './mail';
+import { dataConverter, resolveKeys, type EncryptionKey } from './temporal/codec';
 import { ensureSearchAttributes } from './temporal/searchAttributes';
 import { TmcClient } from './tmc';
 
@@ -17,17 +18,19 @@ export interface WorkerDeps {
   db: Db;
   log: Logger;
   connection: NativeConnection;
+  keys: EncryptionKey[];
   /** A prebuilt workflow bundle (tests, benchmarks); otherwise the workflows are bundled at start. */
   workflowBundle?: WorkflowBundleOption;
 }
 
-export async function createWorker({ config, db, log, connection, workflowBundle }: WorkerDeps): Promise<Worker> {
+export async function createWorker({ config, db, log, connection, keys, workflowBundle }: WorkerDeps): Promise<Worker> {
   const tmc = new TmcClient(config.tmc);
   const mailer = createMailer(config.mail);
   return Worker.create({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
+    dataConverter: dataConverter(keys),
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
     activities: createActivities({ db, tmc, log, mailer, publicBaseUrl: config.signup.publicBaseUrl }),
   });
@@ -64,7 +67,7 @@ async function main() {
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
   await ensureSearchAttributes(config.temporal.address, config.temporal.namespace);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
-  const worker = await createWorker({ config, db, log, connection });
+  const worker = await createWorker({ config, db, log, connection, keys: resolveKeys(config, log) });
   log.info({ taskQueue: config.temporal.taskQueue, namespace: config.temporal.namespace }, 'worker started');
   // Worker.run() resolves after SIGINT/SIGTERM, once in-flight tasks have drained.
   await worker.run();

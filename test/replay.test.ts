@@ -13,9 +13,10 @@ import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { cancelSignal, signupWorkflowId, tmcUserWorkflowId } from '../src/workflows/shared';
 import { eventually, startHarness, type Harness } from './support/harness';
+import { dataConverter, loadKeys } from '../src/temporal/codec';
 
 const DIR = path.join(__dirname, 'histories');
-const replayOptions = () => ({ workflowBundle: { codePath: inject('workflowBundlePath') } });
+const replayOptions = () => ({ workflowBundle: { codePath: inject('workflowBundlePath') }, dataConverter: dataConverter(loadKeys({ production: false })) });
 
 let h: Harness;
 const fresh: Array<{ name: string; json: string }> = [];

@@ -244,7 +244,7 @@ describe('durability and operations', () => {
     const final = await handle.describe();
     expect(final.typedSearchAttributes.get(SignupStateKey)).toBe('Active');
 
-    const text = await historyText(h.client, handle.workflowId);
+    const text = await historyText(h.client, handle.workflowId, h.codec);
     const token = new URL(link).searchParams.get('token')!;
     expect(text).toContain(row.user_id);
     expect(text).not.toContain(address);

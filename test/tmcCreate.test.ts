@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeOptionalFailureToOptionalError } from '@temporalio/common/lib/internal-non-workflow';
 import { verifyPassword } from '../src/passwords';
 import { tmcUserWorkflowId } from '../src/workflows/shared';
 import { historyText } from './support/history';
@@ -20,7 +21,9 @@ async function pendingNotifyAttempt(upstreamId: number): Promise<{ attempt: numb
   const description = await h.client.workflow.getHandle(tmcUserWorkflowId(upstreamId)).describe();
   const raw = description.raw.pendingActivities?.[0];
   if (!raw) return undefined;
-  return { attempt: raw.attempt ?? 0, lastFailure: raw.lastFailure?.message ?? undefined };
+  // Failure messages are encrypted like every payload: decode them as the UI would.
+  const error = await decodeOptionalFailureToOptionalError(h.client.options.loadedDataConverter, raw.lastFailure);
+  return { attempt: raw.attempt ?? 0, lastFailure: error?.message };
 }
 
 describe('POST /api/v0/tmc-server/users/create', () => {
@@ -116,7 +119,7 @@ describe('POST /api/v0/tmc-server/users/create', () => {
     const res = await create(upstreamId, plaintext);
     expect(res.status).toBe(200);
     await eventually(() => h.tmc.notificationsFor(upstreamId).length === 1);
-    const text = await historyText(h.client, tmcUserWorkflowId(upstreamId));
+    const text = await historyText(h.client, tmcUserWorkflowId(upstreamId), h.codec);
     expect(text).toContain('$argon2id$v=19$');
     expect(text).not.toContain(plaintext);
     expect(text).not.toContain(Buffer.from(plaintext).toString('base64'));
@@ -174,15 +177,17 @@ describe('the "password managed here" notification to TMC', () => {
     expect(h.tmc.notificationsFor(upstreamId)).toHaveLength(0);
 
     await h.tmc.goDown();
-    const before = (await pendingNotifyAttempt(upstreamId))!.attempt;
-    const refused = await eventually(async () => {
-      const p = await pendingNotifyAttempt(upstreamId);
-      return p && p.attempt >= before + 2 && /could not be reached/.test(p.lastFailure ?? '') ? p : undefined;
-    });
-    expect(refused.lastFailure).toMatch(/TMC could not be reached/);
-
-    h.tmc.notifyStatus = undefined;
-    await h.tmc.comeBack();
+    try {
+      const before = (await pendingNotifyAttempt(upstreamId))!.attempt;
+      const refused = await eventually(async () => {
+        const p = await pendingNotifyAttempt(upstreamId);
+        return p && p.attempt >= before + 2 && /could not be reached/.test(p.lastFailure ?? '') ? p : undefined;
+      });
+      expect(refused.lastFailure).toMatch(/TMC could not be reached/);
+    } finally {
+      h.tmc.notifyStatus = undefined;
+      await h.tmc.comeBack();
+    }
     await eventually(() => h.tmc.notificationsFor(upstreamId).length === 1);
     const result = await h.client.workflow.getHandle(tmcUserWorkflowId(upstreamId)).result();
     expect(result).toEqual({ outcome: 'created', userId: res.body.user.id, notification: 'delivered' });

@@ -12,6 +12,8 @@ import type { Db } from '../db';
 import type { Logger } from '../logger';
 import type { TmcClient } from '../tmc';
 import { ApiError, errorHandler } from './errors';
+import type { PayloadCodec } from '@temporalio/common';
+import { codecRoutes } from './codec';
 import { signupRoutes } from './signups';
 import { tmcServerRoutes } from './tmcServer';
 
@@ -21,6 +23,8 @@ export interface AppDeps {
   temporal: Client;
   tmc: TmcClient;
   log: Logger;
+  /** The payload codec, for the Temporal UI's codec endpoints. */
+  codec: PayloadCodec;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -53,6 +57,10 @@ export function createApp(deps: AppDeps): Koa {
 
   const tmcServer = tmcServerRoutes(deps);
   const signups = signupRoutes(deps);
+  // The codec endpoints exist only when a token guards them.
+  const codec = deps.config.codec.authToken
+    ? [codecRoutes({ codec: deps.codec, authToken: deps.config.codec.authToken, corsOrigins: deps.config.codec.corsOrigins })]
+    : [];
 
   app.use(requestContext(deps.log));
   app.use(errorHandler(deps.log));
@@ -67,7 +75,7 @@ export function createApp(deps: AppDeps): Koa {
       },
     }),
   );
-  for (const router of [health, tmcServer, signups]) {
+  for (const router of [health, tmcServer, signups, ...codec]) {
     app.use(router.routes());
     app.use(
       router.allowedMethods({

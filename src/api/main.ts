@@ -5,6 +5,7 @@ import { loadConfig, type Config } from '../config';
 import { createDb, migrate, type Db } from '../db';
 import { createLogger, type Logger } from '../logger';
 import { createTemporalClient } from '../temporal/client';
+import { AesGcmCodec, resolveKeys, type EncryptionKey } from '../temporal/codec';
 import { TmcClient } from '../tmc';
 import { createApp } from './app';
 
@@ -15,11 +16,11 @@ export interface RunningApi {
 }
 
 /** Starts the API on `port` (0 for any free one). */
-export async function startApi(config: Config, deps: { db: Db; log: Logger; port?: number }): Promise<RunningApi> {
+export async function startApi(config: Config, deps: { db: Db; log: Logger; keys: EncryptionKey[]; port?: number }): Promise<RunningApi> {
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the API');
-  const temporal = createTemporalClient({ address: config.temporal.address, namespace: config.temporal.namespace });
+  const temporal = createTemporalClient({ address: config.temporal.address, namespace: config.temporal.namespace, keys: deps.keys });
   const tmc = new TmcClient(config.tmc);
-  const app = createApp({ config, db: deps.db, temporal, tmc, log: deps.log });
+  const app = createApp({ config, db: deps.db, temporal, tmc, log: deps.log, codec: new AesGcmCodec(deps.keys) });
   const server = app.listen(deps.port ?? config.http.port, '0.0.0.0');
   await once(server, 'listening');
   const address = server.address();
@@ -40,7 +41,7 @@ async function main() {
   if (!config.database.url) throw new Error('DATABASE_URL is required for the API');
   const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
-  const api = await startApi(config, { db, log });
+  const api = await startApi(config, { db, log, keys: resolveKeys(config, log) });
   log.info({ url: api.url }, 'API listening');
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, async () => {

@@ -3,16 +3,18 @@
  * starts (and answers 503) while Temporal is down, and reconnects by itself when it returns.
  */
 import { Client, Connection } from '@temporalio/client';
+import { dataConverter, type EncryptionKey } from './codec';
 
 export interface TemporalOptions {
   address: string;
   namespace: string;
+  keys: EncryptionKey[];
 }
 
-export function createTemporalClient({ address, namespace }: TemporalOptions): Client {
+export function createTemporalClient({ address, namespace, keys }: TemporalOptions): Client {
   // A short connect timeout: while Temporal is down, requests fail fast instead of hanging.
   const connection = Connection.lazy({ address, connectTimeout: 3_000 });
-  return new Client({ connection, namespace });
+  return new Client({ connection, namespace, dataConverter: dataConverter(keys) });
 }
 
 /** Temporal did not answer within the time an interactive request can wait. */

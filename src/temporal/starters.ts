@@ -40,7 +40,7 @@ export async function createTmcUser(
       memo: input.requestId ? { requestId: input.requestId } : undefined,
     });
     try {
-      return await client.withAbortSignal(signal, () =>
+      const call = client.withAbortSignal(signal, () =>
         client.withDeadline(deadline, () =>
           client.workflow.executeUpdateWithStart(setPasswordUpdate, {
             args: [{ passwordHash: input.passwordHash }],
@@ -48,12 +48,23 @@ export async function createTmcUser(
           }),
         ),
       );
+      // The signal aborts gRPC calls, but not a connection attempt still in progress: the race
+      // guarantees the caller its answer on time whatever the client library is doing.
+      return await Promise.race([call, aborted(signal)]);
     } catch (err) {
       if (signal.aborted) throw new TemporalUnavailableError('no answer from Temporal in time');
       if (attempt < 3 && isRunClosingRace(err)) continue;
       throw err;
     }
   }
+}
+
+function aborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    const fail = () => reject(new TemporalUnavailableError('no answer from Temporal in time'));
+    if (signal.aborted) fail();
+    else signal.addEventListener('abort', fail, { once: true });
+  });
 }
 
 /** The run we reached completed before accepting our update; a fresh run will take it. */

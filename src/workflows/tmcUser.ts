@@ -6,12 +6,12 @@
  * update returns, i.e. once the user row and hash are committed. The notification that follows
  * is retried by Temporal's retry policy for days, so neither a restart nor a long TMC outage
  * loses it. Concurrent creates for one upstream_id land in the same run: their updates are
- * applied one after another (the last one written wins) and TMC is notified once.
+ * applied in order (the last one written wins) and TMC is notified once.
  */
 import { ApplicationFailure, ActivityFailure, allHandlersFinished, condition, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { User } from '../db/users';
-import { FailureType, setPasswordUpdate, type TmcUserWorkflowInput, type TmcUserWorkflowResult } from './shared';
+import { FailureType, setPasswordUpdate, type CreateUserResponse, type TmcUserWorkflowInput, type TmcUserWorkflowResult } from './shared';
 
 /** Interactive steps: TMC is waiting for our answer (its client gives up after 10 s). */
 const interactive = proxyActivities<Activities>({
@@ -24,23 +24,48 @@ const interactive = proxyActivities<Activities>({
   },
 });
 
+/** How long creates must be quiet before a run ends. */
+const LINGER_MS = 2_000;
+
 export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcUserWorkflowResult> {
   let user: User | undefined;
 
-  // Updates run strictly one after another, in the order they were accepted.
-  let queue: Promise<unknown> = Promise.resolve();
-  setHandler(setPasswordUpdate, ({ passwordHash }) => {
-    const step = queue.then(async () => {
-      if (user === undefined) {
-        const tmcUser = await interactive.fetchTmcUser(input.upstreamId);
-        user = await interactive.createUserWithPassword({ tmcUser, passwordHash });
-      } else {
-        await interactive.setPasswordHash({ userId: user.id, passwordHash });
+  // Updates are applied in the order they were accepted. Those that queue up while a write is
+  // in flight are coalesced: only the newest hash is written, and all of them are answered once
+  // it is committed. The stored password is the same as if each had been written in turn (the
+  // last one wins), at the cost of one round trip instead of one per concurrent create.
+  const waiting: Array<{ passwordHash: string; resolve: (r: CreateUserResponse) => void; reject: (e: unknown) => void }> = [];
+  let draining = false;
+  const drain = async () => {
+    if (draining) return;
+    draining = true;
+    try {
+      while (waiting.length > 0) {
+        const batch = waiting.splice(0);
+        const passwordHash = batch[batch.length - 1]!.passwordHash;
+        try {
+          if (user === undefined) {
+            const tmcUser = await interactive.fetchTmcUser(input.upstreamId);
+            user = await interactive.createUserWithPassword({ tmcUser, passwordHash });
+          } else {
+            await interactive.setPasswordHash({ userId: user.id, passwordHash });
+          }
+          const response = { user, password_set: true };
+          for (const w of batch) w.resolve(response);
+        } catch (err) {
+          for (const w of batch) w.reject(err);
+        }
       }
-      return { user, password_set: true };
-    });
-    queue = step.catch(() => undefined);
-    return step;
+    } finally {
+      draining = false;
+    }
+  };
+  let updatesSeen = 0;
+  setHandler(setPasswordUpdate, ({ passwordHash }) => {
+    updatesSeen++;
+    const answer = new Promise<CreateUserResponse>((resolve, reject) => waiting.push({ passwordHash, resolve, reject }));
+    void drain();
+    return answer;
   });
 
   await condition(allHandlersFinished);
@@ -67,7 +92,14 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
     }
   }
 
-  // Let password updates that arrived during the notification finish before the run ends.
-  await condition(allHandlersFinished);
+  // Linger until creates have been quiet for a moment, so a burst of them (TMC calls create
+  // on every login, sometimes in parallel) joins this run instead of starting another one
+  // that would notify TMC again.
+  for (;;) {
+    const seen = updatesSeen;
+    if (await condition(() => updatesSeen !== seen, LINGER_MS)) continue;
+    await condition(allHandlersFinished);
+    if (updatesSeen === seen) break;
+  }
   return { outcome: 'created', userId: user.id, notification };
 }

@@ -24,7 +24,7 @@ export default async function setup(project: TestProject) {
   const [pg, temporal, bundle] = await Promise.all([
     startEmbeddedPostgres(),
     startTemporalDevServer(),
-    bundleWorkflowCode({ workflowsPath: workflowsPath(), logger: quietLogger }),
+    bundleWorkflowCode({ workflowsPath: workflowsPath(), failureConverterPath: require.resolve('../../src/temporal/failureConverter.js'), logger: quietLogger }),
   ]);
   const dir = mkdtempSync(path.join(tmpdir(), 'accounts-test-'));
   const bundlePath = path.join(dir, 'workflow-bundle.js');

@@ -13,11 +13,14 @@ import { loadConfig, type Config } from '../../src/config';
 import { createDb, migrate, type Db } from '../../src/db';
 import { createLogger, type Logger } from '../../src/logger';
 import { createWorker } from '../../src/worker';
+import { AesGcmCodec, dataConverter, resolveKeys } from '../../src/temporal/codec';
+import type { PayloadCodec } from '@temporalio/common';
 import { freePort } from '../../src/dev/ports';
 import { FakeTmc } from './fakeTmc';
 import { SmtpCapture } from './smtpCapture';
 
 export const SECRET = 'test-shared-secret';
+export const CODEC_TOKEN = 'test-codec-token-0123456789';
 
 // The SDK's own worker logs are noise in test output; warnings and errors still show.
 try {
@@ -33,6 +36,8 @@ export interface Harness {
   mail: SmtpCapture;
   api: RunningApi;
   client: Client;
+  /** The service's payload codec, to read what it put into Temporal. */
+  codec: PayloadCodec;
   log: Logger;
   /** Every log line the service wrote, as raw JSON text. */
   logLines: string[];
@@ -84,6 +89,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
     SMTP_URL: mail.url,
     MAIL_FROM: 'Accounts <accounts@test.invalid>',
+    CODEC_AUTH_TOKEN: CODEC_TOKEN,
     ...options.env,
   });
   const logLines: string[] = [];
@@ -97,12 +103,14 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const db = createDb({ url: databaseUrl, poolMax: 20, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
 
+  // The development key in .data/, shared by every test process and the CLIs they run.
+  const keys = resolveKeys(config, log);
   const nativeConnection = await NativeConnection.connect({ address: config.temporal.address! });
   let worker: Worker | undefined;
   let running: Promise<void> | undefined;
   const startWorker = async () => {
     if (worker) return;
-    worker = await createWorker({ config, db, log, connection: nativeConnection, workflowBundle: { codePath: inject('workflowBundlePath') } });
+    worker = await createWorker({ config, db, log, keys, connection: nativeConnection, workflowBundle: { codePath: inject('workflowBundlePath') } });
     running = worker.run();
   };
   const stopWorker = async () => {
@@ -113,9 +121,9 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   };
   if (options.worker !== false) await startWorker();
 
-  const api = await startApi(config, { db, log });
+  const api = await startApi(config, { db, log, keys });
   const connection = await Connection.connect({ address: config.temporal.address! });
-  const client = new Client({ connection, namespace: config.temporal.namespace });
+  const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter: dataConverter(keys) });
 
   const request: Harness['request'] = async (method, path, opts = {}) => {
     const headers: Record<string, string> = { ...opts.headers };
@@ -142,6 +150,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     mail,
     api,
     client,
+    codec: new AesGcmCodec(keys),
     log,
     logLines,
     startWorker,
