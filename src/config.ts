@@ -59,6 +59,11 @@ const envSchema = z.object({
   TMC_NOTIFY_MAX_INTERVAL: duration.default(10 * 60_000),
   TMC_NOTIFY_RETRY_BUDGET: duration.default(7 * 24 * 3_600_000),
 
+  /** Port of the worker's own /metrics (activity counters). */
+  WORKER_METRICS_PORT: port.default(9464),
+  /** host:port where the Temporal SDK serves its Prometheus metrics (worker processes). */
+  TEMPORAL_SDK_METRICS_ADDRESS: z.string().default('0.0.0.0:9465'),
+
   DEFAULT_TENANT: z.string().min(1).default('default'),
   /** Base URL of this API as users' browsers reach it; verification links start with it. */
   PUBLIC_BASE_URL: z.string().url().optional(),
@@ -136,5 +141,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       revealExisting: e.SIGNUP_REVEAL_EXISTING,
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
+    worker: { metricsPort: e.WORKER_METRICS_PORT, sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS },
   };
 }

@@ -65,7 +65,7 @@ async function main() {
 
   const config = loadConfig(env);
   const log = createLogger(config.logLevel);
-  installRuntimeLogging(log);
+  installRuntimeLogging(log, config.worker.sdkMetricsAddress);
   const db = createDb({ url: config.database.url!, poolMax: config.database.poolMax, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
 

@@ -9,6 +9,7 @@ import { loadConfig, type Config } from './config';
 import { createDb, migrate, type Db } from './db';
 import { createLogger, type Logger } from './logger';
 import { createMailer } from './mail';
+import { serveMetrics } from './metrics';
 import { dataConverter, resolveKeys, type EncryptionKey } from './temporal/codec';
 import { ensureSearchAttributes } from './temporal/searchAttributes';
 import { TmcClient } from './tmc';
@@ -31,6 +32,8 @@ export async function createWorker({ config, db, log, connection, keys, workflow
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     dataConverter: dataConverter(keys),
+    // On SIGTERM, running activities get this long to finish before they are cancelled.
+    shutdownGraceTime: '20s',
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
     activities: createActivities({ db, tmc, log, mailer, publicBaseUrl: config.signup.publicBaseUrl }),
   });
@@ -42,10 +45,12 @@ export function workflowsPath(): string {
 }
 
 /** Sends the SDK's own logs (worker state, activity failures) through pino. Once per process. */
-export function installRuntimeLogging(log: Logger): void {
+export function installRuntimeLogging(log: Logger, sdkMetricsAddress?: string): void {
   const sdk = log.child({ component: 'temporal-sdk' });
   const at = (level: 'trace' | 'debug' | 'info' | 'warn' | 'error') => (message: string, meta?: Record<string, unknown>) => sdk[level](meta ?? {}, message);
   Runtime.install({
+    // The SDK's own metrics (task latencies, poller counts, …) for Prometheus.
+    ...(sdkMetricsAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: sdkMetricsAddress } } } } : {}),
     logger: {
       log: (level, message, meta) => at(level.toLowerCase() as 'info')(message, meta),
       trace: at('trace'),
@@ -60,8 +65,9 @@ export function installRuntimeLogging(log: Logger): void {
 async function main() {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
-  installRuntimeLogging(log);
+  installRuntimeLogging(log, config.worker.sdkMetricsAddress);
   if (!config.database.url) throw new Error('DATABASE_URL is required for the worker');
+  const metricsServer = await serveMetrics(config.worker.metricsPort);
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the worker');
   const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
@@ -73,6 +79,7 @@ async function main() {
   await worker.run();
   await connection.close();
   await db.destroy();
+  metricsServer.close();
   log.info('worker stopped');
 }
 

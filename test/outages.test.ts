@@ -53,6 +53,11 @@ describe('PostgreSQL outage', () => {
 
       const status = await h.tmcRequest('GET', `/api/v0/tmc-server/users-by-upstream-id/${nextId}/status`);
       expect(status.status).toBe(503);
+
+      const ready = await h.request('GET', '/readyz');
+      expect(ready.status).toBe(503);
+      expect(ready.body).toMatchObject({ title: 'Service Unavailable', message: 'Not ready: postgres unavailable.', source: null, data: { checks: { postgres: 'unavailable', temporal: 'ok' } } });
+      expect((await h.request('GET', '/healthz')).status).toBe(200);
     } finally {
       await pg.resume();
     }
@@ -77,6 +82,9 @@ describe('Temporal outage', () => {
       expect(res.status).toBe(503);
       expect(res.body).toEqual({ title: 'Service Unavailable', message: 'The workflow service is unavailable.', source: null, data: null });
       expect(Date.now() - started).toBeLessThan(10_000);
+      const ready = await h.request('GET', '/readyz');
+      expect(ready.status).toBe(503);
+      expect(ready.body.data).toEqual({ checks: { postgres: 'ok', temporal: 'unavailable' } });
     } finally {
       temporal = await startTemporalDevServer({ port: temporalPort });
     }
@@ -88,6 +96,7 @@ describe('Temporal outage', () => {
       return r.status === 200 ? r : undefined;
     }, { timeoutMs: 60_000, intervalMs: 1_000 });
     expect(ok.body.password_set).toBe(true);
+    expect((await h.request('GET', '/readyz')).status).toBe(200);
     await eventually(() => h.tmc.notificationsFor(upstreamId).length === 1, { timeoutMs: 30_000 });
   });
 });

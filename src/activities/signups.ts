@@ -8,6 +8,7 @@ import { emailDomain } from '../db/users';
 import type { Logger } from '../logger';
 import type { Mailer } from '../mail';
 import { mapFailures } from './failures';
+import { signupsCompleted, signupsExpired, signupsStarted } from '../metrics';
 
 export interface SignupActivityDeps {
   db: Db;
@@ -40,6 +41,7 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
         // The hash now lives with the user; the signup row keeps no copy.
         await trx('signups').where({ id: signupId }).update({ password_hash: null, updated_at: trx.fn.now() });
         await recordAudit(trx, { type: 'signup_started', userId: signup.user_id, tenantId: signup.tenant_id, requestId });
+        trx.executionPromise.then(() => signupsStarted.inc(), () => undefined);
       });
     }),
 
@@ -96,6 +98,7 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
           await trx('signups').where({ id: signupId }).update({ state: 'active', updated_at: trx.fn.now() });
           await trx('verification_tokens').where({ signup_id: signupId }).whereNull('used_at').delete();
           await recordAudit(trx, { type: 'signup_completed', userId: signup.user_id, tenantId: signup.tenant_id, requestId });
+          trx.executionPromise.then(() => signupsCompleted.inc(), () => undefined);
           return 'activated';
         });
       },
@@ -111,6 +114,7 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
           await trx('users').where({ id: signup.user_id, status: 'candidate' }).delete();
           await trx('signups').where({ id: signupId }).update({ state: 'expired', password_hash: null, updated_at: trx.fn.now() });
           await recordAudit(trx, { type: 'signup_expired', userId: signup.user_id, tenantId: signup.tenant_id, requestId, details: { reason } });
+          trx.executionPromise.then(() => signupsExpired.inc(), () => undefined);
         });
       },
     ),

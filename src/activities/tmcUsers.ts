@@ -9,6 +9,7 @@ import type { Logger } from '../logger';
 import { TmcError, type TmcClient, type TmcUser } from '../tmc';
 import { FailureType } from '../workflows/shared';
 import { mapFailures } from './failures';
+import { notificationsDelivered, usersCreated } from '../metrics';
 
 export interface TmcUserActivityDeps {
   db: Db;
@@ -22,11 +23,13 @@ export function createTmcUserActivities({ db, tmc, log }: TmcUserActivityDeps) {
 
     /** One transaction: get or create the user, then upsert the hash. */
     createUserWithPassword: mapFailures(async (input: { tmcUser: TmcUser; passwordHash: string }): Promise<User> => {
-      return db.transaction(async (trx) => {
-        const user = await getOrCreateUserFromTmc(trx, input.tmcUser);
-        await upsertPasswordHash(trx, user.id, input.passwordHash);
-        return user;
+      const { user, created } = await db.transaction(async (trx) => {
+        const result = await getOrCreateUserFromTmc(trx, input.tmcUser);
+        await upsertPasswordHash(trx, result.user.id, input.passwordHash);
+        return result;
       });
+      if (created) usersCreated.inc();
+      return user;
     }),
 
     setPasswordHash: mapFailures(async (input: { userId: string; passwordHash: string }): Promise<void> => {
@@ -46,6 +49,7 @@ export function createTmcUserActivities({ db, tmc, log }: TmcUserActivityDeps) {
         throw err;
       }
       await recordNotificationOutcome(db, input.userId, input.upstreamId, 'delivered');
+      notificationsDelivered.inc();
       log.info({ upstreamId: input.upstreamId, userId: input.userId }, 'TMC notified: password managed here');
     }),
   };

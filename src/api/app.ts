@@ -11,7 +11,8 @@ import type { Config } from '../config';
 import type { Db } from '../db';
 import type { Logger } from '../logger';
 import type { TmcClient } from '../tmc';
-import { ApiError, errorHandler } from './errors';
+import { httpDuration, httpRequests, registry } from '../metrics';
+import { ApiError, errorBody, errorHandler } from './errors';
 import type { PayloadCodec } from '@temporalio/common';
 import { codecRoutes } from './codec';
 import { signupRoutes } from './signups';
@@ -40,7 +41,12 @@ function requestContext(log: Logger) {
       await next();
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info({ requestId, method: ctx.method, route: ctx._matchedRoute ?? null, status: ctx.status, ms: Math.round(ms * 10) / 10 }, 'request');
+      // The route pattern, never the raw path: paths can carry tokens (/codec/<token>/…).
+      const route = typeof ctx._matchedRoute === 'string' ? ctx._matchedRoute : 'unmatched';
+      const labels = { method: ctx.method, route, status: String(ctx.status) };
+      httpRequests.inc(labels);
+      httpDuration.observe(labels, ms / 1000);
+      log.info({ requestId, method: ctx.method, route, status: ctx.status, ms: Math.round(ms * 10) / 10 }, 'request');
     }
   };
 }
@@ -51,8 +57,25 @@ export function createApp(deps: AppDeps): Koa {
   app.silent = true;
 
   const health = new Router();
+  /** GET `/healthz`: liveness. The process is up and serving; says nothing of dependencies. */
   health.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };
+  });
+  /** GET `/readyz`: 200 only while PostgreSQL and Temporal both answer; 503 names the one that does not. */
+  health.get('/readyz', async (ctx) => {
+    const checks = await readiness(deps);
+    const failed = Object.entries(checks).filter(([, v]) => v !== 'ok').map(([k]) => k);
+    if (failed.length === 0) {
+      ctx.body = { status: 'ready', checks };
+      return;
+    }
+    ctx.status = 503;
+    ctx.body = errorBody(503, `Not ready: ${failed.join(' and ')} unavailable.`, { checks });
+  });
+  /** GET `/metrics`: Prometheus metrics of this process. */
+  health.get('/metrics', async (ctx) => {
+    ctx.set('Content-Type', registry.contentType);
+    ctx.body = await registry.metrics();
   });
 
   const tmcServer = tmcServerRoutes(deps);
@@ -86,4 +109,18 @@ export function createApp(deps: AppDeps): Koa {
     );
   }
   return app;
+}
+
+/** Each dependency answers within 2 s, or counts as unavailable. */
+async function readiness({ db, temporal }: AppDeps): Promise<Record<'postgres' | 'temporal', 'ok' | 'unavailable'>> {
+  const within = <T>(p: Promise<T>) =>
+    Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), 2_000).unref())]);
+  const [postgres, temporalCheck] = await Promise.allSettled([
+    within(db.raw('select 1')),
+    within(temporal.withDeadline(Date.now() + 2_000, () => temporal.workflowService.getSystemInfo({}))),
+  ]);
+  return {
+    postgres: postgres.status === 'fulfilled' ? 'ok' : 'unavailable',
+    temporal: temporalCheck.status === 'fulfilled' ? 'ok' : 'unavailable',
+  };
 }

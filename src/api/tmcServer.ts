@@ -19,6 +19,7 @@ import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash, upstreamStat
 import { dummyVerify, hashPassword, MAX_PASSWORD_BYTES, passwordTooLong, verifyPassword } from '../passwords';
 import { createTmcUser, INTERACTIVE_DEADLINE_MS } from '../temporal/starters';
 import { TmcError, type TmcClient } from '../tmc';
+import { usersCreated } from '../metrics';
 import { ApiError } from './errors';
 import { requireTmcSecret } from './tmcAuth';
 import { jsonBody, parse } from './validation';
@@ -126,7 +127,9 @@ export function tmcServerRoutes({ config, db, temporal, tmc }: TmcServerDeps): R
       throw tmcFailure(err);
     }
     // A transaction, so the user and its details are written together or not at all.
-    ctx.body = await db.transaction((trx) => getOrCreateUserFromTmc(trx, tmcUser));
+    const { user, created } = await db.transaction((trx) => getOrCreateUserFromTmc(trx, tmcUser));
+    if (created) usersCreated.inc();
+    ctx.body = user;
   }
 
   /**

@@ -62,9 +62,9 @@ function blankToNull(value: string | null | undefined): string | null {
  * Safe under concurrency: the partial unique index on upstream_id lets exactly one insert win,
  * and the loser re-reads the winner's row.
  */
-export async function getOrCreateUserFromTmc(trx: Knex.Transaction, tmcUser: TmcUser): Promise<User> {
+export async function getOrCreateUserFromTmc(trx: Knex.Transaction, tmcUser: TmcUser): Promise<{ user: User; created: boolean }> {
   const existing = await findActiveUserByUpstreamId(trx, tmcUser.id);
-  if (existing) return existing;
+  if (existing) return { user: existing, created: false };
 
   const id = (tmcUser.courses_mooc_fi_user_id ?? randomUUID()).toLowerCase();
   const inserted = await trx.raw<{ rows: UserRow[] }>(
@@ -77,7 +77,7 @@ export async function getOrCreateUserFromTmc(trx: Knex.Transaction, tmcUser: Tmc
   if (!row) {
     const winner = await findActiveUserByUpstreamId(trx, tmcUser.id);
     if (!winner) throw new Error(`user for upstream_id ${tmcUser.id} vanished during creation`);
-    return winner;
+    return { user: winner, created: false };
   }
   await trx('user_details').insert({
     user_id: row.id,
@@ -85,7 +85,7 @@ export async function getOrCreateUserFromTmc(trx: Knex.Transaction, tmcUser: Tmc
     first_name: blankToNull(tmcUser.user_field?.first_name),
     last_name: blankToNull(tmcUser.user_field?.last_name),
   });
-  return toUser(row);
+  return { user: toUser(row), created: true };
 }
 
 /** Sets the user's password hash, replacing any earlier one. */
