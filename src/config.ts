@@ -64,6 +64,13 @@ const envSchema = z.object({
   /** host:port where the Temporal SDK serves its Prometheus metrics (worker processes). */
   TEMPORAL_SDK_METRICS_ADDRESS: z.string().default('0.0.0.0:9465'),
 
+  /** true: every rate limit is off. For load tests and benchmarks only. */
+  RATE_LIMIT_DISABLED: bool.default(false),
+  /** true: calls carrying the TMC shared secret skip the per-IP limits (TMC calls from one address). */
+  RATE_LIMIT_EXEMPT_TMC: bool.default(true),
+  /** true when a reverse proxy sets X-Forwarded-For; otherwise the socket address is the client. */
+  TRUST_PROXY: bool.default(false),
+
   DEFAULT_TENANT: z.string().min(1).default('default'),
   /** Base URL of this API as users' browsers reach it; verification links start with it. */
   PUBLIC_BASE_URL: z.string().url().optional(),
@@ -108,7 +115,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
   return {
     production: e.NODE_ENV === 'production',
     logLevel: e.LOG_LEVEL,
-    http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES },
+    http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES, trustProxy: e.TRUST_PROXY },
+    rateLimit: { disabled: e.RATE_LIMIT_DISABLED, exemptTmc: e.RATE_LIMIT_EXEMPT_TMC },
     database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
     temporal: {
       address: e.TEMPORAL_ADDRESS,

@@ -15,6 +15,7 @@ import { httpDuration, httpRequests, registry } from '../metrics';
 import { ApiError, errorBody, errorHandler } from './errors';
 import type { PayloadCodec } from '@temporalio/common';
 import { codecRoutes } from './codec';
+import { rateLimits } from './rateLimit';
 import { signupRoutes } from './signups';
 import { tmcServerRoutes } from './tmcServer';
 
@@ -53,7 +54,8 @@ function requestContext(log: Logger) {
 
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
-  app.proxy = true;
+  // Behind a reverse proxy, ctx.ip comes from X-Forwarded-For; otherwise from the socket.
+  app.proxy = deps.config.http.trustProxy;
   app.silent = true;
 
   const health = new Router();
@@ -98,6 +100,9 @@ export function createApp(deps: AppDeps): Koa {
       },
     }),
   );
+  if (!deps.config.rateLimit.disabled) {
+    app.use(rateLimits({ db: deps.db, log: deps.log, tmcSecret: deps.config.tmc.sharedSecret, exemptTmc: deps.config.rateLimit.exemptTmc }));
+  }
   for (const router of [health, tmcServer, signups, ...codec]) {
     app.use(router.routes());
     app.use(

@@ -90,6 +90,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     SMTP_URL: mail.url,
     MAIL_FROM: 'Accounts <accounts@test.invalid>',
     CODEC_AUTH_TOKEN: CODEC_TOKEN,
+    // Tests hammer single identifiers on purpose; test/rateLimit.test.ts turns the limits on.
+    RATE_LIMIT_DISABLED: 'true',
     ...options.env,
   });
   const logLines: string[] = [];

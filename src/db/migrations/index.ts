@@ -5,6 +5,7 @@
 import type { Knex } from 'knex';
 import * as m001 from './001_tmc_users';
 import * as m002 from './002_signup';
+import * as m003 from './003_rate_limits';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -14,6 +15,7 @@ interface Migration {
 const migrations: Record<string, Migration> = {
   '001_tmc_users': m001,
   '002_signup': m002,
+  '003_rate_limits': m003,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
