@@ -32,6 +32,8 @@ const envSchema = z.object({
   NODE_ENV: z.string().default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PORT: port.default(3000),
+  /** After SIGTERM, how long the API keeps serving (answering `Connection: close`) before it stops listening. */
+  SHUTDOWN_DRAIN: duration.default(3_000),
   /** Largest request body the API reads, in bytes; larger ones get 413. */
   MAX_BODY_BYTES: z.coerce.number().int().positive().default(64 * 1024),
 
@@ -115,7 +117,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
   return {
     production: e.NODE_ENV === 'production',
     logLevel: e.LOG_LEVEL,
-    http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES, trustProxy: e.TRUST_PROXY },
+    http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES, trustProxy: e.TRUST_PROXY, shutdownDrainMs: e.SHUTDOWN_DRAIN },
     rateLimit: { disabled: e.RATE_LIMIT_DISABLED, exemptTmc: e.RATE_LIMIT_EXEMPT_TMC },
     database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
     temporal: {

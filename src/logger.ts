@@ -3,6 +3,7 @@
  * request cannot leak a password, token, hash or the shared secret.
  */
 import pino, { type DestinationStream, type Logger } from 'pino';
+import { currentRequestId } from './requestContext';
 
 export type { Logger };
 
@@ -35,6 +36,11 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       base: { service: 'tmc-durable-accounts' },
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
+      // Every line written while serving a request or running an activity carries its id.
+      mixin: () => {
+        const requestId = currentRequestId();
+        return requestId ? { requestId } : {};
+      },
     },
     destination,
   );

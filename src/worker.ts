@@ -12,6 +12,7 @@ import { createMailer } from './mail';
 import { serveMetrics } from './metrics';
 import { dataConverter, resolveKeys, type EncryptionKey } from './temporal/codec';
 import { ensureSearchAttributes } from './temporal/searchAttributes';
+import { requestIdActivityInterceptor } from './temporal/interceptors';
 import { TmcClient } from './tmc';
 
 export interface WorkerDeps {
@@ -34,6 +35,7 @@ export async function createWorker({ config, db, log, connection, keys, workflow
     dataConverter: dataConverter(keys),
     // On SIGTERM, running activities get this long to finish before they are cancelled.
     shutdownGraceTime: '20s',
+    interceptors: { workflowModules: [workflowInterceptorsPath()], activity: [requestIdActivityInterceptor] },
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
     activities: createActivities({ db, tmc, log, mailer, publicBaseUrl: config.signup.publicBaseUrl }),
   });
@@ -42,6 +44,11 @@ export async function createWorker({ config, db, log, connection, keys, workflow
 /** The workflows' entry file, as .ts from source (tsx, vitest) or .js once compiled. */
 export function workflowsPath(): string {
   return path.join(__dirname, 'workflows', `index${path.extname(__filename)}`);
+}
+
+/** The workflow interceptors module, bundled with the workflows. */
+export function workflowInterceptorsPath(): string {
+  return path.join(__dirname, 'workflows', `interceptors${path.extname(__filename)}`);
 }
 
 /** Sends the SDK's own logs (worker state, activity failures) through pino. Once per process. */

@@ -1,8 +1,10 @@
 /**
  * Activities of signupWorkflow. Each one is idempotent: it checks the signup's state inside its
- * transaction, so a retry after a crash converges instead of repeating the effect.
+ * transaction, so a retry after a crash converges instead of repeating the effect. The request id
+ * in audit events comes from the Temporal header (src/temporal/interceptors.ts), not from data.
  */
 import type { Db } from '../db';
+import { currentRequestId } from '../requestContext';
 import { findSignup, newToken, recordAudit, type SignupRow } from '../db/signups';
 import { emailDomain } from '../db/users';
 import type { Logger } from '../logger';
@@ -22,7 +24,7 @@ const PENDING: SignupRow['state'][] = ['awaiting_verification', 'activating'];
 export function createSignupActivities({ db, mailer, log, publicBaseUrl }: SignupActivityDeps) {
   return {
     /** Creates the candidate user, its details and password from the reserved signup row. */
-    createCandidate: mapFailures(async ({ signupId, requestId }: { signupId: string; requestId?: string }): Promise<void> => {
+    createCandidate: mapFailures(async ({ signupId }: { signupId: string }): Promise<void> => {
       await db.transaction(async (trx) => {
         const signup = await trx('signups').where({ id: signupId }).forUpdate().first<SignupRow | undefined>();
         if (!signup || !PENDING.includes(signup.state)) return;
@@ -40,7 +42,7 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
         if (signup.password_hash) await trx('user_passwords').insert({ user_id: signup.user_id, password_hash: signup.password_hash });
         // The hash now lives with the user; the signup row keeps no copy.
         await trx('signups').where({ id: signupId }).update({ password_hash: null, updated_at: trx.fn.now() });
-        await recordAudit(trx, { type: 'signup_started', userId: signup.user_id, tenantId: signup.tenant_id, requestId });
+        await recordAudit(trx, { type: 'signup_started', userId: signup.user_id, tenantId: signup.tenant_id, requestId: currentRequestId() });
         trx.executionPromise.then(() => signupsStarted.inc(), () => undefined);
       });
     }),
@@ -49,7 +51,7 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
      * Rotates the signup's token (older unused ones stop working) and emails the new link.
      * A retry after a sent mail sends another link; only the newest one works.
      */
-    sendVerificationEmail: mapFailures(async ({ signupId, requestId }: { signupId: string; requestId?: string }): Promise<void> => {
+    sendVerificationEmail: mapFailures(async ({ signupId }: { signupId: string }): Promise<void> => {
       const signup = await findSignup(db, signupId);
       if (!signup || !PENDING.includes(signup.state)) return;
       const { token, hash } = newToken();
@@ -76,13 +78,13 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
         last_email_sent_at: db.fn.now(),
         updated_at: db.fn.now(),
       });
-      await recordAudit(db, { type: 'signup_verification_sent', userId: signup.user_id, tenantId: signup.tenant_id, requestId });
+      await recordAudit(db, { type: 'signup_verification_sent', userId: signup.user_id, tenantId: signup.tenant_id, requestId: currentRequestId() });
       log.info({ signupId, userId: signup.user_id }, 'verification email sent');
     }),
 
     /** Uses the token and activates the user, in one transaction. */
     activateSignup: mapFailures(
-      async ({ signupId, tokenId, requestId }: { signupId: string; tokenId: string; requestId?: string }): Promise<'activated' | 'invalid_token'> => {
+      async ({ signupId, tokenId }: { signupId: string; tokenId: string }): Promise<'activated' | 'invalid_token'> => {
         return db.transaction(async (trx) => {
           const signup = await trx('signups').where({ id: signupId }).forUpdate().first<SignupRow | undefined>();
           if (!signup) return 'invalid_token';
@@ -97,7 +99,7 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
           await trx('users').where({ id: signup.user_id, status: 'candidate' }).update({ status: 'active', updated_at: trx.fn.now() });
           await trx('signups').where({ id: signupId }).update({ state: 'active', updated_at: trx.fn.now() });
           await trx('verification_tokens').where({ signup_id: signupId }).whereNull('used_at').delete();
-          await recordAudit(trx, { type: 'signup_completed', userId: signup.user_id, tenantId: signup.tenant_id, requestId });
+          await recordAudit(trx, { type: 'signup_completed', userId: signup.user_id, tenantId: signup.tenant_id, requestId: currentRequestId() });
           trx.executionPromise.then(() => signupsCompleted.inc(), () => undefined);
           return 'activated';
         });
@@ -106,14 +108,14 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
 
     /** Marks the signup expired and removes the candidate and its tokens. */
     expireSignup: mapFailures(
-      async ({ signupId, reason, requestId }: { signupId: string; reason: 'timeout' | 'cancelled'; requestId?: string }): Promise<void> => {
+      async ({ signupId, reason }: { signupId: string; reason: 'timeout' | 'cancelled' }): Promise<void> => {
         await db.transaction(async (trx) => {
           const signup = await trx('signups').where({ id: signupId }).forUpdate().first<SignupRow | undefined>();
           if (!signup || !PENDING.includes(signup.state)) return;
           await trx('verification_tokens').where({ signup_id: signupId }).delete();
           await trx('users').where({ id: signup.user_id, status: 'candidate' }).delete();
           await trx('signups').where({ id: signupId }).update({ state: 'expired', password_hash: null, updated_at: trx.fn.now() });
-          await recordAudit(trx, { type: 'signup_expired', userId: signup.user_id, tenantId: signup.tenant_id, requestId, details: { reason } });
+          await recordAudit(trx, { type: 'signup_expired', userId: signup.user_id, tenantId: signup.tenant_id, requestId: currentRequestId(), details: { reason } });
           trx.executionPromise.then(() => signupsExpired.inc(), () => undefined);
         });
       },
@@ -121,7 +123,7 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
 
     /** "Someone tried to sign up with your address; you already have an account." */
     sendAccountExistsNotice: mapFailures(
-      async ({ userId, tenantId, requestId }: { userId: string; tenantId: string; requestId?: string }): Promise<void> => {
+      async ({ userId, tenantId }: { userId: string; tenantId: string }): Promise<void> => {
         const row = await db('user_details').where({ user_id: userId }).first<{ email: string } | undefined>('email');
         if (!row) return;
         await mailer.send({
@@ -133,7 +135,7 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
             'If this was not you, you can ignore this message.',
           ].join('\n'),
         });
-        await recordAudit(db, { type: 'signup_existing_account_notified', userId, tenantId, requestId });
+        await recordAudit(db, { type: 'signup_existing_account_notified', userId, tenantId, requestId: currentRequestId() });
       },
     ),
   };

@@ -12,9 +12,11 @@ import type { Db } from '../db';
 import type { Logger } from '../logger';
 import type { TmcClient } from '../tmc';
 import { httpDuration, httpRequests, registry } from '../metrics';
+import { withRequestId } from '../requestContext';
 import { ApiError, errorBody, errorHandler } from './errors';
 import type { PayloadCodec } from '@temporalio/common';
 import { codecRoutes } from './codec';
+import { openApiRoutes } from './openapi';
 import { rateLimits } from './rateLimit';
 import { signupRoutes } from './signups';
 import { tmcServerRoutes } from './tmcServer';
@@ -27,6 +29,8 @@ export interface AppDeps {
   log: Logger;
   /** The payload codec, for the Temporal UI's codec endpoints. */
   codec: PayloadCodec;
+  /** Set when the process is stopping: readiness fails and connections are not kept alive. */
+  lifecycle?: { shuttingDown: boolean };
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -39,7 +43,7 @@ function requestContext(log: Logger) {
     ctx.set('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
     try {
-      await next();
+      await withRequestId(requestId, next);
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       // The route pattern, never the raw path: paths can carry tokens (/codec/<token>/…).
@@ -51,6 +55,9 @@ function requestContext(log: Logger) {
     }
   };
 }
+
+/** The routers each app made by createApp serves, in order (test/openapi.test.ts compares them with the OpenAPI document). */
+export const appRouters = new WeakMap<Koa, Router[]>();
 
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
@@ -65,6 +72,11 @@ export function createApp(deps: AppDeps): Koa {
   });
   /** GET `/readyz`: 200 only while PostgreSQL and Temporal both answer; 503 names the one that does not. */
   health.get('/readyz', async (ctx) => {
+    if (deps.lifecycle?.shuttingDown) {
+      ctx.status = 503;
+      ctx.body = errorBody(503, 'Not ready: shutting down.', null);
+      return;
+    }
     const checks = await readiness(deps);
     const failed = Object.entries(checks).filter(([, v]) => v !== 'ok').map(([k]) => k);
     if (failed.length === 0) {
@@ -88,6 +100,12 @@ export function createApp(deps: AppDeps): Koa {
     : [];
 
   app.use(requestContext(deps.log));
+  app.use(async (ctx, next) => {
+    // While draining, every answer closes its connection, so no client reuses a socket that is
+    // about to go away (which is how keep-alive clients get connection resets).
+    if (deps.lifecycle?.shuttingDown) ctx.set('Connection', 'close');
+    await next();
+  });
   app.use(errorHandler(deps.log));
   app.use(
     bodyParser({
@@ -103,7 +121,9 @@ export function createApp(deps: AppDeps): Koa {
   if (!deps.config.rateLimit.disabled) {
     app.use(rateLimits({ db: deps.db, log: deps.log, tmcSecret: deps.config.tmc.sharedSecret, exemptTmc: deps.config.rateLimit.exemptTmc }));
   }
-  for (const router of [health, tmcServer, signups, ...codec]) {
+  const routers = [health, tmcServer, signups, ...codec, openApiRoutes(deps)];
+  appRouters.set(app, routers);
+  for (const router of routers) {
     app.use(router.routes());
     app.use(
       router.allowedMethods({

@@ -12,7 +12,12 @@ import { createApp } from './app';
 export interface RunningApi {
   server: Server;
   url: string;
-  close(): Promise<void>;
+  /**
+   * Graceful stop: readiness turns 503 and every response says `Connection: close`, so clients
+   * and load balancers move away; after `drainMs` the listener closes, in-flight requests
+   * finish, and the Temporal connection closes. No request gets a connection reset.
+   */
+  close(options?: { drainMs?: number }): Promise<void>;
 }
 
 /** Starts the API on `port` (0 for any free one). */
@@ -20,7 +25,8 @@ export async function startApi(config: Config, deps: { db: Db; log: Logger; keys
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the API');
   const temporal = createTemporalClient({ address: config.temporal.address, namespace: config.temporal.namespace, keys: deps.keys });
   const tmc = new TmcClient(config.tmc);
-  const app = createApp({ config, db: deps.db, temporal, tmc, log: deps.log, codec: new AesGcmCodec(deps.keys) });
+  const lifecycle = { shuttingDown: false };
+  const app = createApp({ config, db: deps.db, temporal, tmc, log: deps.log, codec: new AesGcmCodec(deps.keys), lifecycle });
   const server = app.listen(deps.port ?? config.http.port, '0.0.0.0');
   await once(server, 'listening');
   const address = server.address();
@@ -28,8 +34,12 @@ export async function startApi(config: Config, deps: { db: Db; log: Logger; keys
   return {
     server,
     url: `http://127.0.0.1:${port}`,
-    async close() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+    async close({ drainMs = 0 } = {}) {
+      lifecycle.shuttingDown = true;
+      if (drainMs > 0) await new Promise((r) => setTimeout(r, drainMs));
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await closed;
       await temporal.connection.close();
     },
   };
@@ -45,9 +55,10 @@ async function main() {
   log.info({ url: api.url }, 'API listening');
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, async () => {
-      log.info({ signal }, 'API stopping');
-      await api.close();
+      log.info({ signal, drainMs: config.http.shutdownDrainMs }, 'API stopping: draining');
+      await api.close({ drainMs: config.http.shutdownDrainMs });
       await db.destroy();
+      log.info('API stopped');
       process.exit(0);
     });
   }

@@ -46,26 +46,31 @@ const printable = (s: string) => !/[\p{Cc}\p{Cs}\uFEFF]/u.test(s);
 const tenantField = z
   .string()
   .refine((s) => bytes(s) >= 1 && bytes(s) <= 256, 'must be 1 to 256 bytes')
-  .refine(printable, 'must be printable');
+  .refine(printable, 'must be printable')
+  // Documentation only (the OpenAPI document): JSON Schema cannot express these refinements.
+  .meta({ description: 'The tenant identifier: 1 to 256 bytes of UTF-8, printable (no control characters, no BOM).' });
 const emailField = z
   .string()
   .refine((s) => bytes(s) >= 1 && bytes(s) <= 254, 'must be 1 to 254 bytes')
   .refine(printable, 'must be printable')
-  .refine((s) => z.email().safeParse(s.trim()).success, 'must be a valid email address');
+  .refine((s) => z.email().safeParse(s.trim()).success, 'must be a valid email address')
+  .meta({ description: 'A valid email address (surrounding whitespace is trimmed): 1 to 254 bytes of UTF-8, printable.' });
 
-const signupRequest = z.object({
+export const signupRequest = z.object({
   tenant: tenantField,
   email: emailField,
   display_name: z
     .string()
     .refine((s) => bytes(s) <= 256, 'must be at most 256 bytes')
-    .refine(printable, 'must be printable'),
+    .refine(printable, 'must be printable')
+    .meta({ description: 'At most 256 bytes of UTF-8, printable (no control characters, no BOM).' }),
   password: z
     .string()
     .refine((p) => !passwordTooLong(p), `must be at most ${MAX_PASSWORD_BYTES} bytes`)
-    .refine((p) => [...p.normalize('NFC')].length >= 8, 'must be at least 8 characters'),
+    .refine((p) => [...p.normalize('NFC')].length >= 8, 'must be at least 8 characters')
+    .meta({ description: `At least 8 characters (after NFC normalization) and at most ${MAX_PASSWORD_BYTES} bytes of UTF-8.` }),
 });
-const resendRequest = z.object({ tenant: tenantField, email: emailField });
+export const resendRequest = z.object({ tenant: tenantField, email: emailField });
 
 const VERIFICATION_SENT = { status: 'verification_sent' } as const;
 const LINK_INVALID = 'This link is invalid, was already used, or has expired.';
@@ -102,7 +107,7 @@ export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
     const active = await findActiveUserByIdentifier(db, tenant.id, identifier);
     if (active) {
       if (config.signup.revealExisting) throw new ApiError(409, 'already_exists');
-      await notifyExistingAccount(temporal, queue, { userId: active.id, tenantId: tenant.id, resendIntervalMs: config.signup.resendIntervalMs, requestId });
+      await notifyExistingAccount(temporal, queue, { userId: active.id, tenantId: tenant.id, resendIntervalMs: config.signup.resendIntervalMs });
       ctx.status = 202;
       ctx.body = VERIFICATION_SENT;
       return;

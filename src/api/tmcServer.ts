@@ -33,18 +33,20 @@ export interface TmcServerDeps {
 
 const password = z
   .string()
-  .refine((p) => !passwordTooLong(p), { message: `must be at most ${MAX_PASSWORD_BYTES} bytes` });
+  .refine((p) => !passwordTooLong(p), { message: `must be at most ${MAX_PASSWORD_BYTES} bytes` })
+  // Documentation only (the OpenAPI document): JSON Schema cannot express the byte limit.
+  .meta({ description: `At most ${MAX_PASSWORD_BYTES} bytes of UTF-8.` });
 
 const int32 = z.number().int().min(-(2 ** 31)).max(2 ** 31 - 1);
 
-const createUserRequest = z.object({ upstream_id: int32, password });
-const loginRequest = z.object({ user_id: z.string().uuid(), password });
-const changePasswordRequest = z.object({
+export const createUserRequest = z.object({ upstream_id: int32, password });
+export const loginRequest = z.object({ user_id: z.string().uuid(), password });
+export const changePasswordRequest = z.object({
   user_id: z.string().uuid(),
   old_password: password.nullish(),
   new_password: password,
 });
-const upstreamIdParam = z
+export const upstreamIdParam = z
   .string()
   .regex(/^-?\d{1,10}$/, 'must be an integer')
   .transform(Number)

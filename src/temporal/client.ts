@@ -4,6 +4,7 @@
  */
 import { Client, Connection } from '@temporalio/client';
 import { dataConverter, type EncryptionKey } from './codec';
+import { requestIdClientInterceptor } from './interceptors';
 
 export interface TemporalOptions {
   address: string;
@@ -14,7 +15,7 @@ export interface TemporalOptions {
 export function createTemporalClient({ address, namespace, keys }: TemporalOptions): Client {
   // A short connect timeout: while Temporal is down, requests fail fast instead of hanging.
   const connection = Connection.lazy({ address, connectTimeout: 3_000 });
-  return new Client({ connection, namespace, dataConverter: dataConverter(keys) });
+  return new Client({ connection, namespace, dataConverter: dataConverter(keys), interceptors: { workflow: [requestIdClientInterceptor] } });
 }
 
 /** Temporal did not answer within the time an interactive request can wait. */

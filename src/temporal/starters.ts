@@ -94,7 +94,7 @@ function signupOptions(taskQueue: string, s: SignupStart) {
     workflowId: signupWorkflowId(s.userId),
     taskQueue,
     args: [
-      { signupId: s.signupId, userId: s.userId, tenantId: s.tenantId, expiresAtMs: s.expiresAt.getTime(), resendIntervalMs: s.resendIntervalMs, requestId: s.requestId },
+      { signupId: s.signupId, userId: s.userId, tenantId: s.tenantId, expiresAtMs: s.expiresAt.getTime(), resendIntervalMs: s.resendIntervalMs },
     ] as [SignupWorkflowInput],
     typedSearchAttributes: [{ key: SignupStateKey, value: 'AwaitingVerification' }],
     staticSummary: `Signup in tenant ${s.tenantIdentifier} for user ${s.userId}`,
@@ -127,7 +127,7 @@ export async function signalEmailVerified(client: Client, workflowId: string, to
 export async function notifyExistingAccount(
   client: Client,
   taskQueue: string,
-  input: { userId: string; tenantId: string; resendIntervalMs: number; requestId?: string },
+  input: { userId: string; tenantId: string; resendIntervalMs: number },
 ): Promise<void> {
   await client.withDeadline(Date.now() + INTERACTIVE_DEADLINE_MS, () =>
     client.workflow.start<typeof accountExistsNoticeWorkflow>('accountExistsNoticeWorkflow', {

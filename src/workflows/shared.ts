@@ -63,7 +63,6 @@ export interface SignupWorkflowInput {
   /** When the signup expires, in ms since the epoch (also the tokens' expiry). */
   expiresAtMs: number;
   resendIntervalMs: number;
-  requestId?: string;
 }
 
 export type SignupWorkflowResult = { outcome: 'active' } | { outcome: 'expired'; reason: 'timeout' | 'cancelled' };

@@ -33,7 +33,7 @@ const mail = proxyActivities<Activities>({
 });
 
 export async function signupWorkflow(input: SignupWorkflowInput): Promise<SignupWorkflowResult> {
-  const { signupId, requestId } = input;
+  const { signupId } = input;
   const verifications: string[] = [];
   let resendRequested = false;
   let cancelled = false;
@@ -57,13 +57,13 @@ export async function signupWorkflow(input: SignupWorkflowInput): Promise<Signup
     upsertSearchAttributes([{ key: SignupStateKey, value: next }]);
   };
   const sendLink = async () => {
-    await mail.sendVerificationEmail({ signupId, requestId });
+    await mail.sendVerificationEmail({ signupId });
     emailsSent++;
     lastEmailSentAtMs = Date.now();
   };
 
   if (workflowInfo().typedSearchAttributes.get(SignupStateKey) !== 'AwaitingVerification') enter('AwaitingVerification');
-  await db.createCandidate({ signupId, requestId });
+  await db.createCandidate({ signupId });
   await sendLink();
 
   for (;;) {
@@ -72,13 +72,13 @@ export async function signupWorkflow(input: SignupWorkflowInput): Promise<Signup
     if (!woke || cancelled) {
       const reason = cancelled ? 'cancelled' : 'timeout';
       enter('Expired');
-      await db.expireSignup({ signupId, reason, requestId });
+      await db.expireSignup({ signupId, reason });
       return { outcome: 'expired', reason };
     }
     const tokenId = verifications.shift();
     if (tokenId !== undefined) {
       enter('Activating');
-      const outcome = await db.activateSignup({ signupId, tokenId, requestId });
+      const outcome = await db.activateSignup({ signupId, tokenId });
       if (outcome === 'activated') {
         enter('Active');
         return { outcome: 'active' };
@@ -95,8 +95,8 @@ export async function signupWorkflow(input: SignupWorkflowInput): Promise<Signup
 }
 
 /** Tells the owner of an existing account that someone tried to sign up with their address. */
-export async function accountExistsNoticeWorkflow(input: { userId: string; tenantId: string; resendIntervalMs: number; requestId?: string }): Promise<void> {
-  await mail.sendAccountExistsNotice({ userId: input.userId, tenantId: input.tenantId, requestId: input.requestId });
+export async function accountExistsNoticeWorkflow(input: { userId: string; tenantId: string; resendIntervalMs: number }): Promise<void> {
+  await mail.sendAccountExistsNotice({ userId: input.userId, tenantId: input.tenantId });
   // Staying open for the interval makes later attempts join this run instead of sending again.
   await sleep(input.resendIntervalMs);
 }

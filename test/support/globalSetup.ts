@@ -10,7 +10,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node' with { 'resolution-mode': 'import' };
 import { startEmbeddedPostgres } from '../../src/dev/postgres';
 import { startTemporalDevServer } from '../../src/dev/temporalServer';
-import { workflowsPath } from '../../src/worker';
+import { workflowInterceptorsPath, workflowsPath } from '../../src/worker';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -24,7 +24,7 @@ export default async function setup(project: TestProject) {
   const [pg, temporal, bundle] = await Promise.all([
     startEmbeddedPostgres(),
     startTemporalDevServer(),
-    bundleWorkflowCode({ workflowsPath: workflowsPath(), failureConverterPath: require.resolve('../../src/temporal/failureConverter.js'), logger: quietLogger }),
+    bundleWorkflowCode({ workflowsPath: workflowsPath(), workflowInterceptorModules: [workflowInterceptorsPath()], failureConverterPath: require.resolve('../../src/temporal/failureConverter.js'), logger: quietLogger }),
   ]);
   const dir = mkdtempSync(path.join(tmpdir(), 'accounts-test-'));
   const bundlePath = path.join(dir, 'workflow-bundle.js');
