@@ -13,16 +13,18 @@ import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { cancelSignal, signupWorkflowId, tmcUserWorkflowId } from '../src/workflows/shared';
 import { eventually, startHarness, type Harness } from './support/harness';
-import { dataConverter, loadKeys } from '../src/temporal/codec';
+import { dataConverter, parseKeys } from '../src/temporal/codec';
 
 const DIR = path.join(__dirname, 'histories');
-const replayOptions = () => ({ workflowBundle: { codePath: inject('workflowBundlePath') }, dataConverter: dataConverter(loadKeys({ production: false })) });
+/** A test-only key, committed on purpose: the recorded histories are encrypted with it. */
+const FIXTURE_KEYS = 'fixture:74TNHESFOApzX495eCpaIYrSyY0xfaHEGEwwaqgTx14=';
+const replayOptions = () => ({ workflowBundle: { codePath: inject('workflowBundlePath') }, dataConverter: dataConverter(parseKeys(FIXTURE_KEYS)) });
 
 let h: Harness;
 const fresh: Array<{ name: string; json: string }> = [];
 
 beforeAll(async () => {
-  h = await startHarness({ env: { SIGNUP_RESEND_INTERVAL: '1s' } });
+  h = await startHarness({ env: { SIGNUP_RESEND_INTERVAL: '1s', PAYLOAD_ENCRYPTION_KEYS: FIXTURE_KEYS } });
 
   // tmcUserWorkflow: created and notified, with a concurrent second create and two failed notifications.
   h.tmc.addUser({ id: 9001 });
