@@ -72,6 +72,8 @@ export async function startTemporalDevServer(options: DevServerOptions = {}): Pr
     // Update-with-start: on by default in recent servers, stated here so older CLIs work too.
     '--dynamic-config-value', 'frontend.enableUpdateWorkflowExecution=true',
     '--dynamic-config-value', 'frontend.enableExecuteMultiOperation=true',
+    // Concurrent creates for one user are concurrent updates of one workflow (default cap 10).
+    '--dynamic-config-value', 'history.maxInFlightUpdates=100',
     ...DEV_SEARCH_ATTRIBUTES.flatMap((sa) => ['--search-attribute', sa]),
   ];
   if (options.dbFilename) args.push('--db-filename', options.dbFilename);

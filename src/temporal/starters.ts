@@ -54,6 +54,11 @@ export async function createTmcUser(
     } catch (err) {
       if (signal.aborted) throw new TemporalUnavailableError('no answer from Temporal in time');
       if (attempt < 3 && isRunClosingRace(err)) continue;
+      // Too many creates for this user in flight at once: try again shortly, within the deadline.
+      if (isResourceExhausted(err) && deadline - Date.now() > 300) {
+        await new Promise((r) => setTimeout(r, 100 + Math.floor(Math.random() * 150)));
+        continue;
+      }
       throw err;
     }
   }
@@ -65,6 +70,14 @@ function aborted(signal: AbortSignal): Promise<never> {
     if (signal.aborted) fail();
     else signal.addEventListener('abort', fail, { once: true });
   });
+}
+
+/** gRPC RESOURCE_EXHAUSTED, e.g. the server's cap on updates in flight for one workflow. */
+function isResourceExhausted(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = (e as { cause?: unknown }).cause) {
+    if ((e as { code?: unknown }).code === 8 || /RESOURCE_EXHAUSTED|in-flight updates|too many/i.test(e.message)) return true;
+  }
+  return false;
 }
 
 /** The run we reached completed before accepting our update; a fresh run will take it. */
