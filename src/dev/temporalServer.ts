@@ -5,7 +5,7 @@
  * own download (which needs internet access).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { freePort } from './ports';
@@ -169,8 +169,4 @@ async function startDownloadedDevServer(namespace: string, options: DevServerOpt
     uiUrl: options.uiPort !== undefined ? `http://localhost:${options.uiPort}` : undefined,
     stop: () => env.teardown(),
   };
-}
-
-export function localCliMissingHint(): string | undefined {
-  return existsSync(LOCAL_TEMPORAL_CLI) ? undefined : 'run `npm run setup:temporal` to build the Temporal CLI into .tools/bin';
 }
