@@ -80,6 +80,14 @@ describe('bad input gets a 400 with the error JSON and writes nothing', () => {
     expect(res.body).toMatchObject({ title: 'Unsupported Media Type', source: null });
   });
 
+  it('answers 415 for a compressed body (found by the fuzzer: a broken gzip body was a 500)', async () => {
+    for (const encoding of ['gzip', 'deflate', 'br']) {
+      const res = await h.request('POST', '/api/v0/tmc-server/users/authenticate', { raw: 'not compressed at all', headers: { ...auth, 'content-encoding': encoding } });
+      expect(res.status, encoding).toBe(415);
+      expect(res.body).toMatchObject({ title: 'Unsupported Media Type', source: null });
+    }
+  });
+
   it('ignores unknown fields, as the contract says', async () => {
     const res = await h.request('POST', '/api/v0/tmc-server/users/authenticate', {
       body: { user_id: UUID, password: 'x', extra: { deep: [1, 2, 3] } },

@@ -90,12 +90,10 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
           if (!signup) return 'invalid_token';
           if (signup.state === 'active') return 'activated'; // a retry after the commit
           if (!PENDING.includes(signup.state)) return 'invalid_token';
-          const used = await trx('verification_tokens')
-            .where({ id: tokenId, signup_id: signupId })
-            .whereNull('used_at')
-            .where('expires_at', '>', trx.fn.now())
-            .update({ used_at: trx.fn.now() });
-          if (used === 0) return 'invalid_token';
+          // The API claimed the token (set used_at) before it signalled: only a claimed token of
+          // this signup activates it.
+          const claimed = await trx('verification_tokens').where({ id: tokenId, signup_id: signupId }).whereNotNull('used_at').first('id');
+          if (!claimed) return 'invalid_token';
           await trx('users').where({ id: signup.user_id, status: 'candidate' }).update({ status: 'active', updated_at: trx.fn.now() });
           await trx('signups').where({ id: signupId }).update({ state: 'active', updated_at: trx.fn.now() });
           await trx('verification_tokens').where({ signup_id: signupId }).whereNull('used_at').delete();

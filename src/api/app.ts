@@ -107,6 +107,13 @@ export function createApp(deps: AppDeps): Koa {
     await next();
   });
   app.use(errorHandler(deps.log));
+  app.use(async (ctx, next) => {
+    // Compressed request bodies are not accepted: nothing that calls this API sends them, and
+    // a broken one would otherwise fail inside zlib.
+    const encoding = ctx.get('content-encoding').trim().toLowerCase();
+    if (encoding !== '' && encoding !== 'identity') throw new ApiError(415, 'Compressed request bodies are not accepted.');
+    await next();
+  });
   app.use(
     bodyParser({
       enableTypes: ['json'],

@@ -15,6 +15,8 @@ import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { Db } from '../db';
 import {
+  claimToken,
+  unclaimToken,
   findActiveUserByIdentifier,
   findPendingSignup,
   findSignup,
@@ -150,9 +152,13 @@ export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
   async function verify(ctx: Context) {
     const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
     const valid = TOKEN_FORMAT.test(token) ? await findValidToken(db, token) : undefined;
-    if (!valid) throw new ApiError(410, LINK_INVALID);
-
-    await signalEmailVerified(temporal, valid.workflowId, valid.tokenId);
+    if (!valid || !(await claimToken(db, valid.tokenId))) throw new ApiError(410, LINK_INVALID);
+    try {
+      await signalEmailVerified(temporal, valid.workflowId, valid.tokenId);
+    } catch (err) {
+      await unclaimToken(db, valid.tokenId).catch(() => undefined);
+      throw err;
+    }
     const outcome = await waitForOutcome(valid.signupId, 8_000);
     if (outcome === 'expired') throw new ApiError(410, LINK_INVALID);
     const wantsJson = ctx.accepts('html', 'json') === 'json';

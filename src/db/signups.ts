@@ -143,6 +143,21 @@ export interface ValidToken {
   tenantId: string;
 }
 
+/**
+ * Claims a token for its click: marks it used, if it still is unused and unexpired. Only the
+ * claiming request signals the workflow, and a claimed token survives rotation (which deletes
+ * only unused tokens), so a resend racing with the click cannot void it.
+ */
+export async function claimToken(db: Knex, tokenId: string): Promise<boolean> {
+  const n = await db('verification_tokens').where({ id: tokenId }).whereNull('used_at').where('expires_at', '>', db.fn.now()).update({ used_at: db.fn.now() });
+  return n > 0;
+}
+
+/** Gives a claim back when the workflow could not be told (Temporal unavailable). */
+export async function unclaimToken(db: Knex, tokenId: string): Promise<void> {
+  await db('verification_tokens').where({ id: tokenId }).update({ used_at: null });
+}
+
 /** The pending signup a token belongs to, if the token is known, unused and unexpired. */
 export async function findValidToken(db: Knex, token: string): Promise<ValidToken | undefined> {
   const hash = hashToken(token);

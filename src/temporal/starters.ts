@@ -52,7 +52,10 @@ export async function createTmcUser(
       // guarantees the caller its answer on time whatever the client library is doing.
       return await Promise.race([call, aborted(signal)]);
     } catch (err) {
-      if (signal.aborted) throw new TemporalUnavailableError('no answer from Temporal in time');
+      // Our deadline or abort fired (the gRPC deadline can beat the abort timer by a hair).
+      if (signal.aborted || (err as Error)?.name === 'WorkflowUpdateRPCTimeoutOrCancelledError') {
+        throw new TemporalUnavailableError('no answer from Temporal in time');
+      }
       if (attempt < 3 && isRunClosingRace(err)) continue;
       // Too many creates for this user in flight at once: try again shortly, within the deadline.
       if (isResourceExhausted(err) && deadline - Date.now() > 300) {
