@@ -1,0 +1,531 @@
+/**
+ * `npm run bench` (`-- --quick` for the short version): the service's benchmarks, on one machine
+ * in one process tree. It starts its own PostgreSQL, Temporal dev server, fake TMC and SMTP
+ * capture (bench/stack.ts), the API and the worker as child processes, and measures:
+ *
+ *   1. authenticate (HTTP) against in-process argon2.verify, at 1, 2, 4 and 16 clients;
+ *   2. create's latency against the same steps done directly, without Temporal;
+ *   3. end-to-end signup throughput against a no-op workflow's, on the same server and worker;
+ *   4. the cost of 10 / 1 000 / 10 000 signups waiting for verification.
+ *
+ * Prints a table and writes bench/results.json (medians of the runs, with min and max).
+ * Options: --quick, --sections=1,2,3,4, --runs=N, --levels=10,1000,10000, --out=FILE, --keep (keep logs).
+ */
+import { execSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import argon2 from 'argon2';
+import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash } from '../src/db/users';
+import { findTenant, identifierOf, reserveSignup } from '../src/db/signups';
+import { hashPassword } from '../src/passwords';
+import { startSignup } from '../src/temporal/starters';
+import { TmcClient } from '../src/tmc';
+import { rssMiB } from './children';
+import { createBreakdown, type CreateBreakdown } from './history';
+import { coresBetween, formatCores, sampleCpu } from './cpu';
+import { pathOf, startStack, type Stack } from './stack';
+import { closedLoop, fmt, percentile, round, summarize, type Summary } from './stats';
+import type { ProcessStats } from './processStats';
+
+// ---- options ---------------------------------------------------------------------------------
+
+const args = process.argv.slice(2);
+const flag = (name: string) => args.includes(`--${name}`);
+const option = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+
+const quick = flag('quick');
+const sections = new Set((option('sections') ?? '1,2,3,4').split(',').map(Number));
+const runs = Number(option('runs') ?? (quick ? 2 : 3));
+const outFile = path.resolve(option('out') ?? path.join(__dirname, 'results.json'));
+
+const SIZES = quick
+  ? { authWindowMs: 1_200, concurrencies: [1, 2, 4, 16], createsPerRun: 4, signupWindowMs: 2_500, signupClients: 4, levels: [10, 100, 1_000], growthRepeats: 2, growthAuthRequests: 4 }
+  : { authWindowMs: 4_000, concurrencies: [1, 2, 4, 16], createsPerRun: 10, signupWindowMs: 6_000, signupClients: 4, levels: [10, 1_000, 10_000], growthRepeats: 3, growthAuthRequests: 8 };
+// --levels=10,1000,5000: other sizes for section 4 (the 10 000 level alone costs ~8 min of 2 cores).
+if (option('levels')) SIZES.levels = option('levels')!.split(',').map(Number);
+
+const PASSWORD = 'correct horse battery staple';
+
+const log = (...parts: unknown[]) => console.log(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s]`, ...parts);
+const t0 = performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function machine() {
+  let top = '';
+  try {
+    top = execSync('ps -eo pid,pcpu,pmem,etime,args --sort=-pcpu | head -12', { encoding: 'utf8' });
+  } catch {
+    top = 'ps unavailable';
+  }
+  return { loadavg: os.loadavg().map((l) => round(l, 2)), topProcesses: top.split('\n').map((l) => l.slice(0, 200)).filter(Boolean) };
+}
+
+// ---- 1. authenticate against argon2 ----------------------------------------------------------
+
+async function benchAuthenticate(stack: Stack, userId: string, hash: string) {
+  const auth = () =>
+    fetch(`${stack.apiUrl}/api/v0/tmc-server/users/authenticate`, {
+      method: 'POST',
+      headers: { authorization: stack.env.TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT!, 'content-type': 'application/json' },
+      body: JSON.stringify({ user_id: userId, password: PASSWORD }),
+    }).then(async (res) => {
+      const text = await res.text();
+      if (res.status !== 200 || text !== 'true') throw new Error(`authenticate answered ${res.status} ${text.slice(0, 100)}`);
+    });
+  const verify = async () => {
+    if (!(await argon2.verify(hash, PASSWORD))) throw new Error('argon2.verify returned false');
+  };
+  // Warm-up: connections, JIT, the API's pool, argon2's first allocation.
+  await Promise.all(Array.from({ length: 4 }, auth));
+  await Promise.all(Array.from({ length: 4 }, verify));
+
+  // Where the time goes besides argon2: one database round trip of the lookup, measured alone.
+  const lookups: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const t = performance.now();
+    await findLoginHash(stack.db, userId);
+    lookups.push(performance.now() - t);
+  }
+
+  type Row = { http: { rps: number; p50: number; p99: number; n: number; errors: number }; local: { rps: number; p50: number; p99: number; n: number }; ratio: number; api: ProcessStats; apiCpuMsPerRequest: number; localCpuMsPerVerify: number };
+  const perConcurrency = new Map<number, Row[]>();
+  for (let run = 0; run < runs; run++) {
+    for (const c of SIZES.concurrencies) {
+      const measureHttp = async () => {
+        await stack.api.stats();
+        const r = await closedLoop(c, SIZES.authWindowMs, auth);
+        return { r, api: await stack.api.stats() };
+      };
+      const measureLocal = async () => {
+        const cpu = process.cpuUsage();
+        const r = await closedLoop(c, SIZES.authWindowMs, verify);
+        const used = process.cpuUsage(cpu);
+        return { r, cpuMs: (used.user + used.system) / 1000 };
+      };
+      // Alternate which goes first, so a drift of the machine's load favours neither.
+      let http: Awaited<ReturnType<typeof measureHttp>>;
+      let local: Awaited<ReturnType<typeof measureLocal>>;
+      if (run % 2 === 0) {
+        http = await measureHttp();
+        local = await measureLocal();
+      } else {
+        local = await measureLocal();
+        http = await measureHttp();
+      }
+      const row: Row = {
+        http: { rps: http.r.perSecond, p50: percentile(http.r.latencies, 50), p99: percentile(http.r.latencies, 99), n: http.r.count, errors: http.r.errors },
+        local: { rps: local.r.perSecond, p50: percentile(local.r.latencies, 50), p99: percentile(local.r.latencies, 99), n: local.r.count },
+        ratio: http.r.perSecond / local.r.perSecond,
+        api: http.api,
+        apiCpuMsPerRequest: (http.api.cpuUserMs + http.api.cpuSystemMs) / Math.max(http.r.count, 1),
+        localCpuMsPerVerify: local.cpuMs / Math.max(local.r.count, 1),
+      };
+      if (http.r.errors) log(`  authenticate c=${c}: ${http.r.errors} errors, first: ${http.r.firstError}`);
+      log(`  run ${run + 1} c=${c}: HTTP ${row.http.rps.toFixed(2)}/s p50 ${row.http.p50.toFixed(0)} ms | argon2 ${row.local.rps.toFixed(2)}/s p50 ${row.local.p50.toFixed(0)} ms | ratio ${row.ratio.toFixed(3)} | API ELU ${row.api.elu.toFixed(3)}`);
+      perConcurrency.set(c, [...(perConcurrency.get(c) ?? []), row]);
+    }
+  }
+  const rows = SIZES.concurrencies.map((c) => {
+    const rs = perConcurrency.get(c)!;
+    const s = (f: (r: Row) => number) => summarize(rs.map(f));
+    return {
+      concurrency: c,
+      http: { rps: s((r) => r.http.rps), p50Ms: s((r) => r.http.p50), p99Ms: s((r) => r.http.p99), samplesPerRun: rs.map((r) => r.http.n), errors: rs.reduce((n, r) => n + r.http.errors, 0) },
+      inProcessArgon2: { rps: s((r) => r.local.rps), p50Ms: s((r) => r.local.p50), p99Ms: s((r) => r.local.p99), samplesPerRun: rs.map((r) => r.local.n) },
+      ratio: s((r) => r.ratio),
+      goal: 0.9,
+      met: summarize(rs.map((r) => r.ratio)).median >= 0.9,
+      diagnostics: {
+        apiEventLoopUtilization: s((r) => r.api.elu),
+        apiEventLoopDelayP99Ms: s((r) => r.api.delayP99),
+        apiCpuMsPerRequest: s((r) => r.apiCpuMsPerRequest),
+        inProcessCpuMsPerVerify: s((r) => r.localCpuMsPerVerify),
+        apiUvThreadpoolSize: rs[0]!.api.uvThreadpoolSize,
+      },
+    };
+  });
+  return { windowMsPerMeasurement: SIZES.authWindowMs, dbLookupMs: { p50: percentile(lookups, 50), p99: percentile(lookups, 99) }, benchUvThreadpoolSize: Number(process.env.UV_THREADPOOL_SIZE || 4), rows };
+}
+
+// ---- 2. create against a direct baseline -----------------------------------------------------
+
+async function benchCreate(stack: Stack, nextUpstreamId: () => number) {
+  const tmc = new TmcClient(stack.config.tmc);
+  const createdIds: number[] = [];
+  const create = async () => {
+    const id = nextUpstreamId();
+    stack.tmc.addUser({ id });
+    const t = performance.now();
+    const res = await stack.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: id, password: PASSWORD });
+    const ms = performance.now() - t;
+    if (res.status !== 200 || res.body?.password_set !== true) throw new Error(`create answered ${res.status} ${res.text.slice(0, 200)}`);
+    createdIds.push(id);
+    return ms;
+  };
+  // The same steps, directly: hash (as the API does), fetch from TMC, one transaction.
+  const direct = async () => {
+    const id = nextUpstreamId();
+    stack.tmc.addUser({ id });
+    const t = performance.now();
+    const hash = await hashPassword(PASSWORD);
+    const th = performance.now();
+    const tmcUser = await tmc.getUser(id);
+    const tf = performance.now();
+    await stack.db.transaction(async (trx) => {
+      const { user } = await getOrCreateUserFromTmc(trx, tmcUser);
+      await upsertPasswordHash(trx, user.id, hash);
+    });
+    const tt = performance.now();
+    return { total: tt - t, hash: th - t, fetch: tf - th, transaction: tt - tf };
+  };
+  await create();
+  await direct();
+  type Run = { http: number[]; direct: Array<Awaited<ReturnType<typeof direct>>> };
+  const all: Run[] = [];
+  for (let run = 0; run < runs; run++) {
+    const r: Run = { http: [], direct: [] };
+    // Interleaved call by call, so both see the same machine.
+    for (let i = 0; i < SIZES.createsPerRun; i++) {
+      if ((i + run) % 2 === 0) {
+        r.http.push(await create());
+        r.direct.push(await direct());
+      } else {
+        r.direct.push(await direct());
+        r.http.push(await create());
+      }
+    }
+    const ratio = percentile(r.http, 50) / percentile(r.direct.map((d) => d.total), 50);
+    log(`  run ${run + 1}: create p50 ${percentile(r.http, 50).toFixed(0)} ms p99 ${percentile(r.http, 99).toFixed(0)} | direct p50 ${percentile(r.direct.map((d) => d.total), 50).toFixed(0)} ms | ratio ${ratio.toFixed(3)}`);
+    all.push(r);
+  }
+  const s = (f: (r: Run) => number) => summarize(all.map(f));
+  const p = (xs: number[], q: number) => percentile(xs, q);
+  // Inside Temporal: every measured create's history, up to the update's answer.
+  const breakdowns = (await Promise.all(createdIds.slice(2).map((id) => createBreakdown(stack.client, `tmc-user-${id}`)))).filter((b): b is CreateBreakdown => b !== undefined);
+  const med = (f: (b: CreateBreakdown) => number) => percentile(breakdowns.map(f), 50);
+  const insideTemporal = {
+    workflows: breakdowns.length,
+    startToUpdateCompletedP50Ms: med((b) => b.startToUpdateCompletedMs),
+    workflowTasksBeforeAnswer: med((b) => b.workflowTasks),
+    workflowTaskQueueP50Ms: med((b) => b.workflowTaskQueueMs),
+    workflowTaskRunP50Ms: med((b) => b.workflowTaskRunMs),
+    activitiesBeforeAnswer: med((b) => b.activities),
+    activityQueueP50Ms: med((b) => b.activityQueueMs),
+    activityRunP50Ms: med((b) => b.activityRunMs),
+  };
+  log(`  inside Temporal (p50 of ${breakdowns.length}): run start → update answered ${insideTemporal.startToUpdateCompletedP50Ms.toFixed(0)} ms; ${insideTemporal.workflowTasksBeforeAnswer} workflow tasks (queued ${insideTemporal.workflowTaskQueueP50Ms.toFixed(0)} ms, ran ${insideTemporal.workflowTaskRunP50Ms.toFixed(0)} ms), ${insideTemporal.activitiesBeforeAnswer} activities (queued ${insideTemporal.activityQueueP50Ms.toFixed(0)} ms, ran ${insideTemporal.activityRunP50Ms.toFixed(0)} ms)`);
+  return {
+    callsPerRunEach: SIZES.createsPerRun,
+    insideTemporal,
+    http: { p50Ms: s((r) => p(r.http, 50)), p99Ms: s((r) => p(r.http, 99)) },
+    direct: {
+      p50Ms: s((r) => p(r.direct.map((d) => d.total), 50)),
+      p99Ms: s((r) => p(r.direct.map((d) => d.total), 99)),
+      hashP50Ms: s((r) => p(r.direct.map((d) => d.hash), 50)),
+      fetchP50Ms: s((r) => p(r.direct.map((d) => d.fetch), 50)),
+      transactionP50Ms: s((r) => p(r.direct.map((d) => d.transaction), 50)),
+    },
+    ratioP50: s((r) => p(r.http, 50) / p(r.direct.map((d) => d.total), 50)),
+    ratioP99: s((r) => p(r.http, 99) / p(r.direct.map((d) => d.total), 99)),
+    goal: 1.25,
+    met: s((r) => p(r.http, 50) / p(r.direct.map((d) => d.total), 50)).median <= 1.25,
+  };
+}
+
+// ---- 3. signup throughput against a no-op workflow's ------------------------------------------
+
+async function benchSignups(stack: Stack) {
+  let n = 0;
+  let steps = { post: [] as number[], mail: [] as number[], verify: [] as number[] };
+  const signup = async () => {
+    const email = `s3-${++n}-${randomUUID().slice(0, 8)}@bench.invalid`;
+    const started = await stack.request('POST', '/api/v0/signups', { body: { tenant: 'default', email, display_name: 'Bench', password: PASSWORD } });
+    if (started.status !== 202) throw new Error(`signup answered ${started.status} ${started.text.slice(0, 200)}`);
+    const tMail = performance.now();
+    const link = await stack.mails.waitFor(email, 1, 60_000);
+    const mailMs = performance.now() - tMail;
+    const verified = await stack.request('GET', pathOf(link), { headers: { accept: 'application/json' } });
+    steps.post.push(started.ms);
+    steps.mail.push(mailMs);
+    steps.verify.push(verified.ms);
+    if (verified.status !== 200 || verified.body?.status !== 'active') throw new Error(`verify answered ${verified.status} ${verified.text.slice(0, 200)}`);
+    const user = await stack.db('users').where({ id: verified.body.user_id }).first('status');
+    if (user?.status !== 'active') throw new Error(`user ${verified.body.user_id} is ${user?.status}`);
+  };
+  const noop = async () => {
+    await stack.client.workflow.execute('noopWorkflow', { taskQueue: stack.config.temporal.taskQueue, workflowId: `noop-${randomUUID()}`, args: [] });
+  };
+  await signup();
+  await noop();
+  const c = SIZES.signupClients;
+  const all: Array<{ signups: Awaited<ReturnType<typeof closedLoop>>; noops: Awaited<ReturnType<typeof closedLoop>>; worker: ProcessStats; api: ProcessStats; steps: typeof steps; cores: ReturnType<typeof coresBetween>; noopCores: ReturnType<typeof coresBetween> }> = [];
+  for (let run = 0; run < runs; run++) {
+    await stack.api.stats();
+    await stack.worker!.stats();
+    steps = { post: [], mail: [], verify: [] };
+    const cpu0 = sampleCpu();
+    const signups = await closedLoop(c, SIZES.signupWindowMs, signup);
+    const cpu1 = sampleCpu();
+    const api = await stack.api.stats();
+    const worker = await stack.worker!.stats();
+    const cpu2 = sampleCpu();
+    const noops = await closedLoop(c, SIZES.signupWindowMs, noop);
+    const cpu3 = sampleCpu();
+    if (signups.errors) log(`  signup errors: ${signups.errors}, first: ${signups.firstError}`);
+    if (noops.errors) log(`  no-op errors: ${noops.errors}, first: ${noops.firstError}`);
+    log(`  run ${run + 1}: signups ${signups.perSecond.toFixed(2)}/s (n=${signups.count}, p50 ${percentile(signups.latencies, 50).toFixed(0)} ms) | no-op ${noops.perSecond.toFixed(2)}/s (n=${noops.count}) | ratio ${(signups.perSecond / noops.perSecond).toFixed(3)} | API CPU ${((api.cpuUserMs + api.cpuSystemMs) / signups.elapsedMs).toFixed(2)} cores, worker ${((worker.cpuUserMs + worker.cpuSystemMs) / signups.elapsedMs).toFixed(2)} cores`);
+    const cores = coresBetween(cpu0, cpu1);
+    const noopCores = coresBetween(cpu2, cpu3);
+    log(`    steps p50: POST ${percentile(steps.post, 50).toFixed(0)} ms, mail ${percentile(steps.mail, 50).toFixed(0)} ms, GET link ${percentile(steps.verify, 50).toFixed(0)} ms | cores during signups: ${formatCores(cores)} | during no-ops: ${formatCores(noopCores)}`);
+    all.push({ signups, noops, worker, api, steps, cores, noopCores });
+  }
+  const s = (f: (r: (typeof all)[number]) => number) => summarize(all.map(f));
+  return {
+    concurrency: c,
+    windowMs: SIZES.signupWindowMs,
+    signupsPerSecond: s((r) => r.signups.perSecond),
+    signupLatencyP50Ms: s((r) => percentile(r.signups.latencies, 50)),
+    signupLatencyP99Ms: s((r) => percentile(r.signups.latencies, 99)),
+    noopWorkflowsPerSecond: s((r) => r.noops.perSecond),
+    noopLatencyP50Ms: s((r) => percentile(r.noops.latencies, 50)),
+    ratio: s((r) => r.signups.perSecond / r.noops.perSecond),
+    errors: all.reduce((n, r) => n + r.signups.errors + r.noops.errors, 0),
+    stepsP50Ms: { post: s((r) => percentile(r.steps.post, 50)), mailArrives: s((r) => percentile(r.steps.mail, 50)), getLink: s((r) => percentile(r.steps.verify, 50)) },
+    coresDuringSignups: Object.fromEntries(Object.keys(all[0]!.cores).map((k) => [k, s((r) => r.cores[k as keyof typeof r.cores])])),
+    coresDuringNoops: Object.fromEntries(Object.keys(all[0]!.noopCores).map((k) => [k, s((r) => r.noopCores[k as keyof typeof r.noopCores])])),
+  };
+}
+
+// ---- 4. cost as the work grows ---------------------------------------------------------------
+
+async function benchGrowth(stack: Stack, authUserId: string) {
+  const tenant = await findTenant(stack.db, 'default');
+  if (!tenant) throw new Error('no default tenant');
+  // The cheap path: one argon2 hash for all, rows reserved directly, workflows started with the
+  // API's own starter. The worker runs every one (candidate user, token, mail), as for a real one.
+  const passwordHash = await hashPassword(PASSWORD);
+  const query = 'SignupState="AwaitingVerification"';
+  let waiting = 0;
+  let serial = 0;
+  const levels = [];
+  for (const level of SIZES.levels) {
+    const add = level - waiting;
+    const mailsBefore = stack.mails.total;
+    const cpuBefore = sampleCpu();
+    const started = performance.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        while (next < add) {
+          next++;
+          const email = `s4-${++serial}@bench.invalid`;
+          const row = await reserveSignup(stack.db, { tenantId: tenant.id, identifier: identifierOf(email), email, displayName: 'Bench', passwordHash, expiresAt: new Date(Date.now() + 24 * 3_600_000) });
+          if (!row) throw new Error(`could not reserve ${email}`);
+          await startSignup(stack.client, stack.config.temporal.taskQueue, {
+            signupId: row.id, userId: row.user_id, tenantId: tenant.id, tenantIdentifier: tenant.identifier, expiresAt: row.expires_at, resendIntervalMs: stack.config.signup.resendIntervalMs,
+          });
+        }
+      }),
+    );
+    const startedMs = performance.now() - started;
+    const deadline = Date.now() + 15 * 60_000;
+    while (stack.mails.total < mailsBefore + add) {
+      if (Date.now() > deadline) throw new Error(`only ${stack.mails.total - mailsBefore} of ${add} mails after 15 min`);
+      await sleep(50);
+    }
+    const allMailedMs = performance.now() - started;
+    const buildCores = coresBetween(cpuBefore, sampleCpu());
+    waiting = level;
+    // Visibility is eventually consistent: wait until the count query sees them all.
+    for (let i = 0; ; i++) {
+      const { count } = await stack.client.workflow.count(query);
+      if (count === level) break;
+      if (i > 600) throw new Error(`visibility counts ${count} of ${level}`);
+      await sleep(100);
+    }
+    const candidates = Number((await stack.db('users').where({ status: 'candidate' }).count<{ count: string }[]>('* as count'))[0]!.count);
+    await sleep(500);
+    const worker = await stack.worker!.stats();
+    const rss = await rssMiB(stack.worker!.pid);
+    const apiRss = await rssMiB(stack.api.pid);
+    const authP50: number[] = [];
+    const listMs: number[] = [];
+    const countMs: number[] = [];
+    let listed = 0;
+    for (let rep = 0; rep < SIZES.growthRepeats; rep++) {
+      const lat: number[] = [];
+      for (let i = 0; i < SIZES.growthAuthRequests; i++) {
+        const res = await stack.tmcRequest('POST', '/api/v0/tmc-server/users/authenticate', { user_id: authUserId, password: PASSWORD });
+        if (res.body !== true) throw new Error(`authenticate answered ${res.status} ${res.text}`);
+        lat.push(res.ms);
+      }
+      authP50.push(percentile(lat, 50));
+      let t = performance.now();
+      listed = 0;
+      for await (const _ of stack.client.workflow.list({ query })) listed++;
+      listMs.push(performance.now() - t);
+      t = performance.now();
+      await stack.client.workflow.count(query);
+      countMs.push(performance.now() - t);
+    }
+    const row = {
+      waitingSignups: level,
+      candidatesInDb: candidates,
+      listed,
+      createdPerSecond: (add * 1000) / allMailedMs,
+      coresWhileCreating: buildCores,
+      cpuSecondsPerSignup: (buildCores.total * allMailedMs) / 1000 / add,
+      startMs: startedMs,
+      allMailedMs,
+      workerRssMiB: rss.rss,
+      workerPeakRssMiB: rss.peak,
+      workerCachedWorkflows: worker.extra?.workflowsInCache,
+      workerMaxCachedWorkflows: worker.extra?.maxCachedWorkflows,
+      apiRssMiB: apiRss.rss,
+      authenticateP50Ms: summarize(authP50),
+      listQueryMs: summarize(listMs),
+      countQueryMs: summarize(countMs),
+    };
+    log(`  building: ${formatCores(buildCores)} (${row.cpuSecondsPerSignup.toFixed(3)} CPU-s per signup)`);
+    log(`  ${level} waiting (${row.createdPerSecond.toFixed(1)}/s made): worker RSS ${rss.rss.toFixed(0)} MiB (cache ${worker.extra?.workflowsInCache}/${worker.extra?.maxCachedWorkflows}), authenticate p50 ${fmt(row.authenticateP50Ms, 0)} ms, list ${fmt(row.listQueryMs, 0)} ms (${listed} rows), count ${fmt(row.countQueryMs, 0)} ms`);
+    if (listed !== level || candidates < level) throw new Error(`listed ${listed}, candidates ${candidates}, expected ${level}`);
+    levels.push(row);
+  }
+  const first = levels[0]!;
+  const last = levels[levels.length - 1]!;
+  const span = (last.waitingSignups - first.waitingSignups) / 1000;
+  return {
+    levels,
+    quickSizes: quick,
+    growth: {
+      workerRssMiBPer1000: (last.workerRssMiB - first.workerRssMiB) / span,
+      listMsPer1000: (last.listQueryMs.median - first.listQueryMs.median) / span,
+      authenticateP50Change: last.authenticateP50Ms.median / first.authenticateP50Ms.median,
+    },
+  };
+}
+
+// ---- table -----------------------------------------------------------------------------------
+
+function table(results: Record<string, any>): string {
+  const lines: string[] = [];
+  const cpus = results.meta.cpus;
+  lines.push(`Benchmarks (${results.meta.mode}, ${cpus} CPUs, ${results.meta.runs} runs; median (min–max) of the runs)`);
+  if (results.authenticate) {
+    lines.push('', '1. POST /users/authenticate over HTTP vs in-process argon2.verify (same hash, same concurrency); goal ratio >= 0.9');
+    lines.push('| clients | HTTP req/s | HTTP p50 ms | HTTP p99 ms | argon2 verify/s | ratio | goal met |', '|---|---|---|---|---|---|---|');
+    for (const r of results.authenticate.rows) {
+      lines.push(`| ${r.concurrency} | ${fmt(r.http.rps, 2)} | ${fmt(r.http.p50Ms, 0)} | ${fmt(r.http.p99Ms, 0)} | ${fmt(r.inProcessArgon2.rps, 2)} | ${fmt(r.ratio, 3)} | ${r.met ? 'yes' : 'NO'} |`);
+    }
+    const a = results.authenticate;
+    lines.push(`where the time goes: DB lookup p50 ${a.dbLookupMs.p50.toFixed(1)} ms; thread pool ${a.rows[0].diagnostics.apiUvThreadpoolSize} (API) / ${a.benchUvThreadpoolSize} (in-process)`);
+    for (const r of a.rows) {
+      const d = r.diagnostics;
+      lines.push(`  c=${r.concurrency}: API event loop busy ${fmt(d.apiEventLoopUtilization, 3)}, delay p99 ${fmt(d.apiEventLoopDelayP99Ms, 1)} ms; CPU per request ${fmt(d.apiCpuMsPerRequest, 0)} ms (API) vs ${fmt(d.inProcessCpuMsPerVerify, 0)} ms per in-process verify`);
+    }
+  }
+  if (results.create) {
+    const c = results.create;
+    lines.push('', '2. POST /users/create vs direct fetch + transaction + hash; goal p50 ratio <= 1.25');
+    lines.push('| | p50 ms | p99 ms |', '|---|---|---|');
+    lines.push(`| create (HTTP, Temporal) | ${fmt(c.http.p50Ms, 0)} | ${fmt(c.http.p99Ms, 0)} |`);
+    lines.push(`| direct baseline | ${fmt(c.direct.p50Ms, 0)} | ${fmt(c.direct.p99Ms, 0)} |`);
+    lines.push(`| ratio | ${fmt(c.ratioP50, 3)} ${c.met ? '(goal met)' : '(goal NOT met)'} | ${fmt(c.ratioP99, 3)} |`);
+    lines.push(`baseline parts, p50 ms: hash ${fmt(c.direct.hashP50Ms, 0)}, TMC fetch ${fmt(c.direct.fetchP50Ms, 1)}, transaction ${fmt(c.direct.transactionP50Ms, 1)}`);
+    const t = c.insideTemporal;
+    lines.push(`inside Temporal (p50 of ${t.workflows} histories): run start → update answered ${t.startToUpdateCompletedP50Ms.toFixed(0)} ms: ${t.workflowTasksBeforeAnswer} workflow tasks (queued ${t.workflowTaskQueueP50Ms.toFixed(0)} ms, ran ${t.workflowTaskRunP50Ms.toFixed(0)} ms), ${t.activitiesBeforeAnswer} activities (queued ${t.activityQueueP50Ms.toFixed(0)} ms, ran ${t.activityRunP50Ms.toFixed(0)} ms)`);
+  }
+  if (results.signup) {
+    const s = results.signup;
+    lines.push('', `3. Signups end to end (POST, mail over SMTP, GET link, user active) vs no-op workflow, ${s.concurrency} clients`);
+    lines.push('| | per second | p50 ms |', '|---|---|---|');
+    lines.push(`| signups | ${fmt(s.signupsPerSecond, 2)} | ${fmt(s.signupLatencyP50Ms, 0)} |`);
+    lines.push(`| no-op workflows | ${fmt(s.noopWorkflowsPerSecond, 2)} | ${fmt(s.noopLatencyP50Ms, 0)} |`);
+    lines.push(`| ratio | ${fmt(s.ratio, 3)} | |`);
+    lines.push(`signup steps p50: POST ${fmt(s.stepsP50Ms.post, 0)} ms, mail arrives ${fmt(s.stepsP50Ms.mailArrives, 0)} ms, GET link ${fmt(s.stepsP50Ms.getLink, 0)} ms`);
+    const cores = (c: Record<string, { median: number }>) => Object.entries(c).filter(([, v]) => v.median >= 0.01).map(([k, v]) => `${k} ${v.median.toFixed(2)}`).join(', ');
+    lines.push(`cores used during signups: ${cores(s.coresDuringSignups)}; during no-ops: ${cores(s.coresDuringNoops)}`);
+  }
+  if (results.growth) {
+    const g = results.growth;
+    const levels = g.levels.map((l: any) => l.waitingSignups).join('/');
+    lines.push('', `4. Cost as signups waiting for verification grow${levels !== '10/1000/10000' ? ` (levels ${levels}${g.quickSizes ? ', quick mode' : ''}, instead of 10/1000/10000)` : ''}`);
+    lines.push('| waiting | worker RSS MiB | cached wf | authenticate p50 ms | list by SignupState ms | count ms | made/s |', '|---|---|---|---|---|---|---|');
+    for (const l of g.levels) {
+      lines.push(`| ${l.waitingSignups} | ${l.workerRssMiB.toFixed(0)} | ${l.workerCachedWorkflows}/${l.workerMaxCachedWorkflows} | ${fmt(l.authenticateP50Ms, 0)} | ${fmt(l.listQueryMs, 0)} | ${fmt(l.countQueryMs, 0)} | ${l.createdPerSecond.toFixed(1)} |`);
+    }
+    lines.push(`CPU per waiting signup built (worker + Temporal + PostgreSQL + mail capture): ${g.levels.map((l: any) => l.cpuSecondsPerSignup.toFixed(3)).join(' / ')} s`);
+    lines.push(`growth: worker RSS ${g.growth.workerRssMiBPer1000.toFixed(1)} MiB per 1000, list ${g.growth.listMsPer1000.toFixed(1)} ms per 1000, authenticate p50 x${g.growth.authenticateP50Change.toFixed(2)}`);
+  }
+  lines.push('', `total ${results.meta.totalSeconds.toFixed(0)} s`);
+  return lines.join('\n');
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+async function main() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'accounts-bench-'));
+  const results: Record<string, any> = {
+    meta: {
+      date: new Date().toISOString(),
+      mode: quick ? 'quick' : 'full',
+      runs,
+      sizes: SIZES,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memoryGiB: round(os.totalmem() / 2 ** 30, 1),
+      node: process.version,
+      uvThreadpoolSize: process.env.UV_THREADPOOL_SIZE ?? 'default (4)',
+      command: `npm run bench${quick ? ' -- --quick' : ''}`,
+      machineAtStart: machine(),
+    },
+  };
+  log(`mode ${results.meta.mode}, ${results.meta.cpus} CPUs, load ${results.meta.machineAtStart.loadavg.join(' ')}; logs in ${dir}`);
+  const stack = await startStack({ dir });
+  log('stack up: PostgreSQL, Temporal dev server, fake TMC, SMTP capture, API and worker processes');
+  let upstream = 100_000;
+  const nextUpstreamId = () => upstream++;
+  try {
+    // One user with a password, for authenticate (sections 1 and 4).
+    const id = nextUpstreamId();
+    stack.tmc.addUser({ id });
+    const created = await stack.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: id, password: PASSWORD });
+    if (created.status !== 200) throw new Error(`setup create answered ${created.status} ${created.text}`);
+    const userId: string = created.body.user.id;
+    const hash = (await findLoginHash(stack.db, userId))!;
+
+    if (sections.has(1)) {
+      log('1. authenticate vs argon2');
+      results.authenticate = await benchAuthenticate(stack, userId, hash);
+    }
+    if (sections.has(2)) {
+      log('2. create vs direct');
+      results.create = await benchCreate(stack, nextUpstreamId);
+    }
+    if (sections.has(3)) {
+      log('3. signups vs no-op workflow');
+      results.signup = await benchSignups(stack);
+    }
+    if (sections.has(4)) {
+      log(`4. growth: ${SIZES.levels.join(' / ')} waiting signups`);
+      results.growth = await benchGrowth(stack, userId);
+    }
+  } finally {
+    results.meta.machineAtEnd = machine();
+    results.meta.totalSeconds = (performance.now() - t0) / 1000;
+    await stack.close();
+    if (!flag('keep')) rmSync(dir, { recursive: true, force: true });
+  }
+  writeFileSync(outFile, `${JSON.stringify(results, (_k, v) => (typeof v === 'number' ? round(v, 3) : v), 2)}\n`);
+  console.log(`\n${table(results)}\n\nwrote ${path.relative(process.cwd(), outFile)}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err instanceof Error ? err.stack : err);
+    process.exit(1);
+  },
+);
