@@ -1,5 +1,6 @@
 /** The API process: `npm run start:api`. Needs DATABASE_URL and TEMPORAL_ADDRESS. */
 import { once } from 'node:events';
+import net from 'node:net';
 import type { Server } from 'node:http';
 import { loadConfig, type Config } from '../config';
 import { createDb, migrate, type Db } from '../db';
@@ -37,9 +38,14 @@ export async function startApi(config: Config, deps: { db: Db; log: Logger; keys
     async close({ drainMs = 0 } = {}) {
       lifecycle.shuttingDown = true;
       if (drainMs > 0) await new Promise((r) => setTimeout(r, drainMs));
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
+      // Stop listening, but unlike http.Server#close do not drop idle sockets at once: a socket
+      // accepted a moment ago counts as idle until its request arrives, and dropping it is a
+      // connection reset. Answers say `Connection: close`, so sockets end with their response;
+      // whatever is still idle after a grace period is closed then.
+      const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()));
+      const sweep = setTimeout(() => server.closeIdleConnections(), 2_000);
       await closed;
+      clearTimeout(sweep);
       await temporal.connection.close();
     },
   };
