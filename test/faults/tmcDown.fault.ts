@@ -29,9 +29,15 @@ it(`delivers every notification once after TMC refuses them for ${OUTAGE_MS / 10
 
   const outageStarted = Date.now();
   stack.tmc.notifyStatus = 503;
+  // A create that is not answered 200 is sent again a second later, as TMC would.
+  const firstAnswers: number[] = [];
   const answers = await pool(ids, 8, async (id) => {
-    const res = await stack.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: id, password: `password of ${id}` });
-    return { id, status: res.status, userId: res.body?.user?.id as string | undefined };
+    for (let attempt = 1; ; attempt++) {
+      const res = await stack.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: id, password: `password of ${id}` });
+      if (attempt === 1) firstAnswers.push(res.status);
+      if (res.status === 200 || attempt === 10) return { id, status: res.status, attempts: attempt, userId: res.body?.user?.id as string | undefined };
+      await sleep(1_000);
+    }
   });
   const createsAnsweredMs = Date.now() - outageStarted;
   const attemptsWhile503 = ids.reduce((n, id) => n + stack.tmc.notificationAttempts(id).length, 0);
@@ -59,7 +65,9 @@ it(`delivers every notification once after TMC refuses them for ${OUTAGE_MS / 10
     `then TMC's server closed (connections refused) for ${(refusedFor / 1000).toFixed(1)} s; outage ${((backAt - outageStarted) / 1000).toFixed(1)} s in all`,
     'notification retry policy of the stack: initial 200 ms, max 1 s (TMC_NOTIFY_INITIAL_INTERVAL / TMC_NOTIFY_MAX_INTERVAL)',
   ], {
-    'create answers': tally(answers.map((a) => a.status)),
+    'create answers, first try': tally(firstAnswers),
+    'create answers, last try': tally(answers.map((a) => a.status)),
+    'creates that needed more than one try': answers.filter((a) => a.attempts > 1).length,
     'notification attempts refused with 503 while creates ran': attemptsWhile503,
     'notifications delivered (TMC answered 200), per user': tally(perId),
     'time from TMC back to all delivered (s)': (allDeliveredMs / 1000).toFixed(1),
