@@ -4,10 +4,10 @@
  * as child processes, on the PostgreSQL and Temporal dev server of the global setup), and the
  * report every case prints: what it injected and what it counted.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { inject } from 'vitest';
+import { afterEach, inject } from 'vitest';
 import { startStack, type Stack, type StackOptions } from '../../bench/stack';
 
 export const FULL = process.env.FAULTS_FULL === '1';
@@ -17,13 +17,19 @@ export function scale<T>(full: T, reduced: T): T {
   return FULL ? full : reduced;
 }
 
+// The child processes' logs are kept when a case fails (or with FAULTS_KEEP_LOGS=1), else removed.
+let failed = false;
+afterEach((context) => {
+  if (context.task.result?.state === 'fail') failed = true;
+});
+
 /**
  * A stack for one case. By default on the global setup's PostgreSQL and Temporal dev server,
  * with the global setup's workflow bundle; `ownPostgres` starts a PostgreSQL the case may stop.
  */
 export async function startFaultStack(options: { ownPostgres?: boolean; env?: Record<string, string> } & Partial<StackOptions> = {}): Promise<Stack> {
   const dir = mkdtempSync(path.join(tmpdir(), 'accounts-faults-'));
-  return startStack({
+  const stack = await startStack({
     dir,
     postgresAdminUrl: options.ownPostgres ? undefined : inject('postgresAdminUrl'),
     temporalAddress: inject('temporalAddress'),
@@ -31,6 +37,13 @@ export async function startFaultStack(options: { ownPostgres?: boolean; env?: Re
     ...options,
     env: { ...options.env },
   });
+  const close = stack.close;
+  stack.close = async () => {
+    await close();
+    if (failed || process.env.FAULTS_KEEP_LOGS === '1') console.log(`fault case logs (API, workers) kept in ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
+  };
+  return stack;
 }
 
 /** Prints the case's report: what was injected, what was counted. */
