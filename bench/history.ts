@@ -18,6 +18,8 @@ export interface CreateBreakdown {
   activities: number;
   activityQueueMs: number;
   activityRunMs: number;
+  /** Local activities (markers) recorded before the update completed; they run inside a workflow task. */
+  localActivities: number;
 }
 
 const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => Number(t?.seconds ?? 0) * 1000 + (t?.nanos ?? 0) / 1e6;
@@ -26,7 +28,7 @@ export async function createBreakdown(client: Client, workflowId: string): Promi
   const history = await client.workflow.getHandle(workflowId).fetchHistory();
   const events = history.events ?? [];
   const start = events[0] ? ms(events[0].eventTime) : 0;
-  const out: CreateBreakdown = { startToUpdateCompletedMs: 0, workflowTasks: 0, workflowTaskQueueMs: 0, workflowTaskRunMs: 0, activities: 0, activityQueueMs: 0, activityRunMs: 0 };
+  const out: CreateBreakdown = { startToUpdateCompletedMs: 0, workflowTasks: 0, workflowTaskQueueMs: 0, workflowTaskRunMs: 0, activities: 0, activityQueueMs: 0, activityRunMs: 0, localActivities: 0 };
   const byId = new Map<number, number>();
   let wftScheduled = 0;
   let wftStarted = 0;
@@ -56,6 +58,9 @@ export async function createBreakdown(client: Client, workflowId: string): Promi
         out.activityRunMs += t - started;
         break;
       }
+      case E.EVENT_TYPE_MARKER_RECORDED:
+        if (e.markerRecordedEventAttributes?.markerName === 'core_local_activity') out.localActivities++;
+        break;
       case E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
         out.startToUpdateCompletedMs = t - start;
         return out;

@@ -214,8 +214,9 @@ async function benchCreate(stack: Stack, nextUpstreamId: () => number) {
     activitiesBeforeAnswer: med((b) => b.activities),
     activityQueueP50Ms: med((b) => b.activityQueueMs),
     activityRunP50Ms: med((b) => b.activityRunMs),
+    localActivitiesBeforeAnswer: med((b) => b.localActivities),
   };
-  log(`  inside Temporal (p50 of ${breakdowns.length}): run start → update answered ${insideTemporal.startToUpdateCompletedP50Ms.toFixed(0)} ms; ${insideTemporal.workflowTasksBeforeAnswer} workflow tasks (queued ${insideTemporal.workflowTaskQueueP50Ms.toFixed(0)} ms, ran ${insideTemporal.workflowTaskRunP50Ms.toFixed(0)} ms), ${insideTemporal.activitiesBeforeAnswer} activities (queued ${insideTemporal.activityQueueP50Ms.toFixed(0)} ms, ran ${insideTemporal.activityRunP50Ms.toFixed(0)} ms)`);
+  log(`  inside Temporal (p50 of ${breakdowns.length}): run start → update answered ${insideTemporal.startToUpdateCompletedP50Ms.toFixed(0)} ms; ${insideTemporal.workflowTasksBeforeAnswer} workflow tasks (queued ${insideTemporal.workflowTaskQueueP50Ms.toFixed(0)} ms, ran ${insideTemporal.workflowTaskRunP50Ms.toFixed(0)} ms), ${insideTemporal.activitiesBeforeAnswer} activities (queued ${insideTemporal.activityQueueP50Ms.toFixed(0)} ms, ran ${insideTemporal.activityRunP50Ms.toFixed(0)} ms), ${insideTemporal.localActivitiesBeforeAnswer} local activities`);
   return {
     callsPerRunEach: SIZES.createsPerRun,
     insideTemporal,
@@ -435,7 +436,7 @@ function table(results: Record<string, any>): string {
     lines.push(`| ratio | ${fmt(c.ratioP50, 3)} ${c.met ? '(goal met)' : '(goal NOT met)'} | ${fmt(c.ratioP99, 3)} |`);
     lines.push(`baseline parts, p50 ms: hash ${fmt(c.direct.hashP50Ms, 0)}, TMC fetch ${fmt(c.direct.fetchP50Ms, 1)}, transaction ${fmt(c.direct.transactionP50Ms, 1)}`);
     const t = c.insideTemporal;
-    lines.push(`inside Temporal (p50 of ${t.workflows} histories): run start → update answered ${t.startToUpdateCompletedP50Ms.toFixed(0)} ms: ${t.workflowTasksBeforeAnswer} workflow tasks (queued ${t.workflowTaskQueueP50Ms.toFixed(0)} ms, ran ${t.workflowTaskRunP50Ms.toFixed(0)} ms), ${t.activitiesBeforeAnswer} activities (queued ${t.activityQueueP50Ms.toFixed(0)} ms, ran ${t.activityRunP50Ms.toFixed(0)} ms)`);
+    lines.push(`inside Temporal (p50 of ${t.workflows} histories): run start → update answered ${t.startToUpdateCompletedP50Ms.toFixed(0)} ms: ${t.workflowTasksBeforeAnswer} workflow tasks (queued ${t.workflowTaskQueueP50Ms.toFixed(0)} ms, ran ${t.workflowTaskRunP50Ms.toFixed(0)} ms), ${t.activitiesBeforeAnswer} activities (queued ${t.activityQueueP50Ms.toFixed(0)} ms, ran ${t.activityRunP50Ms.toFixed(0)} ms), ${t.localActivitiesBeforeAnswer} local activities (run inside the workflow tasks)`);
   }
   if (results.signup) {
     const s = results.signup;

@@ -32,14 +32,33 @@ describe('payload encryption', () => {
 
     // The same payloads, sent to the endpoint the Temporal UI uses.
     const history = await h.client.workflow.getHandle(tmcUserWorkflowId(7001)).fetchHistory();
-    const started = JSON.parse(JSON.stringify(history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'createUserWithPassword')));
-    const payloads = started.activityTaskScheduledEventAttributes.input.payloads;
+    // The email never enters the history: the local activity fetches the TMC user and writes the
+    // row in one go, and only our `User` (id, email domain) comes back.
+    const accepted = JSON.parse(JSON.stringify(history.events!.find((e) => e.workflowExecutionUpdateAcceptedEventAttributes)));
+    const payloads = accepted.workflowExecutionUpdateAcceptedEventAttributes.acceptedRequest.input.args.payloads;
     const decoded = await h.request('POST', '/codec/decode', { body: { payloads }, headers: { authorization: `Bearer ${CODEC_TOKEN}`, 'x-namespace': 'default' } });
     expect(decoded.status).toBe(200);
     const text = Buffer.from(decoded.body.payloads[0].data, 'base64').toString('utf8');
-    expect(text).toContain('secret.person@example.org');
     expect(text).toContain(password_hash);
     expect(Buffer.from(decoded.body.payloads[0].metadata.encoding, 'base64').toString()).toBe('json/plain');
+
+    // Every payload of the run, decoded: the email is in none of them.
+    const all: unknown[] = [];
+    const collect = (v: unknown): void => {
+      if (Array.isArray(v)) v.forEach(collect);
+      else if (v && typeof v === 'object') {
+        const o = v as Record<string, unknown>;
+        if (o.metadata && typeof o.data === 'string') all.push(o);
+        else Object.values(o).forEach(collect);
+      }
+    };
+    collect(JSON.parse(JSON.stringify(history.events)));
+    expect(all.length).toBeGreaterThan(3);
+    const decodedAll = await h.request('POST', '/codec/decode', { body: { payloads: all }, headers: { authorization: `Bearer ${CODEC_TOKEN}` } });
+    const plain = decodedAll.body.payloads.map((p: { data?: string }) => Buffer.from(p.data ?? '', 'base64').toString('utf8')).join('\n');
+    expect(plain).toContain(password_hash);
+    expect(plain).toContain('"email_domain":"example.org"');
+    expect(plain).not.toContain('secret.person');
 
     // The path form the Temporal UI is configured with (`--ui-codec-endpoint …/codec/<token>`).
     const viaPath = await h.request('POST', `/codec/${CODEC_TOKEN}/decode`, { body: { payloads } });

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedPostgres, type RunningPostgres } from '../src/dev/postgres';
 import { startTemporalDevServer, type RunningDevServer } from '../src/dev/temporalServer';
 import { eventually, startHarness, type Harness } from './support/harness';
+import { tmcUserWorkflowId } from '../src/workflows/shared';
 
 let pg: RunningPostgres;
 let temporal: RunningDevServer;
@@ -69,6 +70,37 @@ describe('PostgreSQL outage', () => {
     expect(after.body).toBe(true);
     h.tmc.addUser({ id: nextId });
     expect((await create(nextId++, 'after the outage')).status).toBe(200);
+  });
+});
+
+describe('PostgreSQL outage after TMC was notified', () => {
+  it('calls TMC once: recording the outcome is retried on its own until PostgreSQL returns', async () => {
+    const id = nextId++;
+    h.tmc.addUser({ id });
+    let release!: () => void;
+    h.tmc.holdNotifications = new Promise<void>((r) => (release = r));
+    try {
+      expect((await create(id, 'notified once')).status).toBe(200);
+      // TMC has the call and is about to answer 200; PostgreSQL goes away before we can record it.
+      await eventually(() => h.tmc.notificationAttempts(id).length === 1);
+      await pg.halt();
+      try {
+        release();
+        await eventually(() => h.tmc.notificationsFor(id).length === 1);
+        // The outcome's activity keeps failing (retried every 200 ms–1 s) while PostgreSQL is down.
+        await new Promise((r) => setTimeout(r, 4_000));
+      } finally {
+        await pg.resume();
+      }
+    } finally {
+      release();
+      h.tmc.holdNotifications = undefined;
+    }
+    const result = await h.client.workflow.getHandle(tmcUserWorkflowId(id)).result();
+    expect(result).toMatchObject({ outcome: 'created', notification: 'delivered' });
+    expect(h.tmc.notificationAttempts(id)).toHaveLength(1);
+    const row = await h.db('tmc_password_notifications').where({ upstream_id: id }).first();
+    expect(row).toMatchObject({ outcome: 'delivered', deliveries: 1 });
   });
 });
 

@@ -5,6 +5,8 @@
  *   test/replay.test.ts` writes them). Replaying them catches a change to a workflow that would
  *   break runs already in flight in production; such a change needs `patched()` or a new type.
  * - Histories made by this run replay too, so every code path exercised here is deterministic.
+ * - test/histories/v1-*.json come from tmcUserWorkflow before LOCAL_INTERACTIVE_PATCH; they must
+ *   keep replaying (through the unpatched path) until that patch is deprecated.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -93,10 +95,30 @@ describe('workflow replay', () => {
     }
   });
 
+  it('replays runs from before the patch through the old path, and new runs through the patched one', async () => {
+    const v1 = readdirSync(DIR).filter((f) => f.startsWith('v1-tmcUser-'));
+    expect(v1).toHaveLength(2);
+    for (const file of v1) {
+      const text = readFileSync(path.join(DIR, file), 'utf8');
+      expect(text).toContain('"fetchTmcUser"');
+      expect(text).not.toContain('EVENT_TYPE_MARKER_RECORDED');
+    }
+    const created = fresh.find((f) => f.name === 'tmcUser-created-notified')!.json;
+    expect(created).toContain('EVENT_TYPE_MARKER_RECORDED'); // the patch marker and the local activity's
+    expect(created).not.toContain('"fetchTmcUser"');
+    expect(created).toContain('"recordTmcNotification"');
+  });
+
   it('detects a non-deterministic change (the check can fail)', async () => {
-    const json = fresh.find((f) => f.name === 'tmcUser-created-notified')!.json;
+    const json = readFileSync(path.join(DIR, 'v1-tmcUser-created-notified.json'), 'utf8');
     // Pretend the recorded run scheduled a different activity first.
     const tampered = json.replace('"fetchTmcUser"', '"someOtherActivity"');
+    expect(tampered).not.toBe(json);
     await expect(Worker.runReplayHistory(replayOptions(), historyFromJSON(JSON.parse(tampered)), 'tampered')).rejects.toThrow();
+    // And a new run whose recorded notification outcome is taken out of its history.
+    const fresh1 = fresh.find((f) => f.name === 'tmcUser-created-notified')!.json;
+    const withoutRecord = fresh1.replace('"recordTmcNotification"', '"someOtherActivity"');
+    expect(withoutRecord).not.toBe(fresh1);
+    await expect(Worker.runReplayHistory(replayOptions(), historyFromJSON(JSON.parse(withoutRecord)), 'tampered-v2')).rejects.toThrow();
   });
 });

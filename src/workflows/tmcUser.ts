@@ -8,13 +8,24 @@
  * loses it. Concurrent creates for one upstream_id land in the same run: their updates are
  * applied in order (the last one written wins) and TMC is notified once.
  */
-import { ApplicationFailure, ActivityFailure, allHandlersFinished, condition, proxyActivities, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, ActivityFailure, type ActivityOptions, type LocalActivityOptions, allHandlersFinished, condition, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { User } from '../db/users';
 import { FailureType, setPasswordUpdate, type CreateUserResponse, type TmcUserWorkflowInput, type TmcUserWorkflowResult } from './shared';
 
-/** Interactive steps: TMC is waiting for our answer (its client gives up after 10 s). */
-const interactive = proxyActivities<Activities>({
+/**
+ * Versioning. Runs started before this patch fetched the TMC user and wrote the row as two
+ * regular activities, and `notifyPasswordManagedHere` both called TMC and recorded the outcome.
+ * Patched runs (a) do the interactive step as one local activity, which saves two activity
+ * round trips through the server and two workflow tasks on every create, and (b) record the
+ * notification's outcome in an activity of its own, so a database outage after TMC has answered
+ * does not make TMC get called again. Old runs replay their own path (test/histories/v1-*.json).
+ * Once no run started before 2026-11-22 is open, replace this with `deprecatePatch` and drop the
+ * old path and the two old activities.
+ */
+export const LOCAL_INTERACTIVE_PATCH = 'local-interactive-steps';
+
+const interactiveOptions: ActivityOptions & LocalActivityOptions = {
   startToCloseTimeout: '8s',
   scheduleToCloseTimeout: '9s',
   retry: {
@@ -22,7 +33,12 @@ const interactive = proxyActivities<Activities>({
     maximumAttempts: 3,
     nonRetryableErrorTypes: [FailureType.TmcUserNotFound, FailureType.TmcUnauthorized],
   },
-});
+};
+
+/** Interactive steps: TMC is waiting for our answer (its client gives up after 10 s). */
+const interactive = proxyLocalActivities<Activities>(interactiveOptions);
+/** The same steps as regular activities, for runs started before the patch. */
+const interactiveV1 = proxyActivities<Activities>(interactiveOptions);
 
 /** How long creates must be quiet before a run ends. */
 const LINGER_MS = 2_000;
@@ -44,11 +60,14 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
         const batch = waiting.splice(0);
         const passwordHash = batch[batch.length - 1]!.passwordHash;
         try {
-          if (user === undefined) {
-            const tmcUser = await interactive.fetchTmcUser(input.upstreamId);
-            user = await interactive.createUserWithPassword({ tmcUser, passwordHash });
+          if (patched(LOCAL_INTERACTIVE_PATCH)) {
+            if (user === undefined) user = await interactive.createUserFromTmc({ upstreamId: input.upstreamId, passwordHash });
+            else await interactive.setPasswordHash({ userId: user.id, passwordHash });
+          } else if (user === undefined) {
+            const tmcUser = await interactiveV1.fetchTmcUser(input.upstreamId);
+            user = await interactiveV1.createUserWithPassword({ tmcUser, passwordHash });
           } else {
-            await interactive.setPasswordHash({ userId: user.id, passwordHash });
+            await interactiveV1.setPasswordHash({ userId: user.id, passwordHash });
           }
           const response = { user, password_set: true };
           for (const w of batch) w.resolve(response);
@@ -71,19 +90,21 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
   await condition(allHandlersFinished);
   if (user === undefined) return { outcome: 'not_created' };
 
-  const { notifyPasswordManagedHere } = proxyActivities<Activities>({
-    startToCloseTimeout: '30s',
+  const notifyRetry = {
     scheduleToCloseTimeout: input.notifyRetry.budgetMs,
-    retry: {
-      initialInterval: input.notifyRetry.initialIntervalMs,
-      backoffCoefficient: 2,
-      maximumInterval: input.notifyRetry.maximumIntervalMs,
-      nonRetryableErrorTypes: [FailureType.TmcUserNotFound],
-    },
+    retry: { initialInterval: input.notifyRetry.initialIntervalMs, backoffCoefficient: 2, maximumInterval: input.notifyRetry.maximumIntervalMs },
+  };
+  const { tellTmcPasswordManagedHere, notifyPasswordManagedHere } = proxyActivities<Activities>({
+    startToCloseTimeout: '30s',
+    ...notifyRetry,
+    retry: { ...notifyRetry.retry, nonRetryableErrorTypes: [FailureType.TmcUserNotFound] },
   });
+  const { recordTmcNotification } = proxyActivities<Activities>({ startToCloseTimeout: '10s', ...notifyRetry });
+  const v2 = patched(LOCAL_INTERACTIVE_PATCH);
   let notification: 'delivered' | 'tmc_user_not_found' = 'delivered';
   try {
-    await notifyPasswordManagedHere({ upstreamId: input.upstreamId, userId: user.id });
+    if (v2) await tellTmcPasswordManagedHere({ upstreamId: input.upstreamId, userId: user.id });
+    else await notifyPasswordManagedHere({ upstreamId: input.upstreamId, userId: user.id });
   } catch (err) {
     if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.type === FailureType.TmcUserNotFound) {
       notification = 'tmc_user_not_found';
@@ -91,6 +112,7 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
       throw err;
     }
   }
+  if (v2) await recordTmcNotification({ upstreamId: input.upstreamId, userId: user.id, outcome: notification });
 
   // Linger until creates have been quiet for a moment, so a burst of them (TMC calls create
   // on every login, sometimes in parallel) joins this run instead of starting another one

@@ -27,6 +27,8 @@ export class FakeTmc {
   readonly requests: RecordedRequest[] = [];
   /** When set, the notification endpoint answers with this status instead of 200. */
   notifyStatus: number | undefined;
+  /** When set, the notification endpoint waits for this promise before it answers. */
+  holdNotifications: Promise<void> | undefined;
   /** When set, the user fetch answers with this status instead of the user. */
   fetchStatus: number | undefined;
   private server: Server;
@@ -123,6 +125,7 @@ export class FakeTmc {
     }
     const notifyMatch = /^\/api\/v8\/users\/(\d+)\/set_password_managed_by_courses_mooc_fi$/.exec(url.pathname);
     if (req.method === 'POST' && notifyMatch) {
+      if (this.holdNotifications) await this.holdNotifications;
       if (this.notifyStatus !== undefined) return send(this.notifyStatus, { errors: ['failure injected'] });
       const user = this.users.get(Number(notifyMatch[1]));
       return user ? send(200, { status: 'ok' }) : send(404, { errors: ["Couldn't find User"] });
