@@ -117,6 +117,14 @@ describe('Temporal outage', () => {
       const ready = await h.request('GET', '/readyz');
       expect(ready.status).toBe(503);
       expect(ready.body.data).toEqual({ checks: { postgres: 'ok', temporal: 'unavailable' } });
+
+      // A signup gets its 503 within the route's deadline, and leaves no reservation behind.
+      const signupStarted = Date.now();
+      const signup = await h.request('POST', '/api/v0/signups', { body: { tenant: 'default', email: 'outage@example.org', display_name: 'O', password: 'password1' } });
+      expect(signup.status).toBe(503);
+      expect(signup.body).toMatchObject({ title: 'Service Unavailable', source: null });
+      expect(Date.now() - signupStarted).toBeLessThan(10_500);
+      expect(await h.db('signups').where({ identifier: 'outage@example.org' }).whereNot({ state: 'expired' })).toEqual([]);
     } finally {
       temporal = await startTemporalDevServer({ port: temporalPort });
     }
@@ -130,5 +138,8 @@ describe('Temporal outage', () => {
     expect(ok.body.password_set).toBe(true);
     expect((await h.request('GET', '/readyz')).status).toBe(200);
     await eventually(() => h.tmc.notificationsFor(upstreamId).length === 1, { timeoutMs: 30_000 });
+    const signup = await h.request('POST', '/api/v0/signups', { body: { tenant: 'default', email: 'outage@example.org', display_name: 'O', password: 'password1' } });
+    expect(signup.status).toBe(202);
+    await eventually(() => h.mail.to('outage@example.org').length === 1, { timeoutMs: 30_000 });
   });
 });

@@ -32,6 +32,8 @@ import {
 } from '../db/signups';
 import { hashPassword, MAX_PASSWORD_BYTES, passwordTooLong } from '../passwords';
 import { notifyExistingAccount, resumeSignup, signalEmailVerified, startSignup, type SignupStart } from '../temporal/starters';
+import type { Logger } from '../logger';
+import { answerWithin } from './deadline';
 import { ApiError } from './errors';
 import { jsonBody, parse } from './validation';
 
@@ -39,7 +41,16 @@ export interface SignupDeps {
   config: Config;
   db: Db;
   temporal: Client;
+  log: Logger;
 }
+
+/**
+ * Every signup call is answered within this long of its arrival (503 + Retry-After past it):
+ * under a burst, argon2 queues and a slow dependency must not turn into a hung browser.
+ */
+export const SIGNUP_DEADLINE_MS = 10_000;
+/** Calls to Temporal end this long before the deadline, leaving time to roll back and answer. */
+const TEMPORAL_MARGIN_MS = 1_500;
 
 const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
 /** axess's rule: no control characters and no byte-order mark (nor lone surrogates). */
@@ -77,7 +88,7 @@ export const resendRequest = z.object({ tenant: tenantField, email: emailField }
 const VERIFICATION_SENT = { status: 'verification_sent' } as const;
 const LINK_INVALID = 'This link is invalid, was already used, or has expired.';
 
-export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
+export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router {
   const queue = config.temporal.taskQueue;
   const startOf = (s: SignupRow, tenant: Pick<Tenant, 'id' | 'identifier'>, requestId?: string): SignupStart => ({
     signupId: s.id,
@@ -109,7 +120,7 @@ export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
     const active = await findActiveUserByIdentifier(db, tenant.id, identifier);
     if (active) {
       if (config.signup.revealExisting) throw new ApiError(409, 'already_exists');
-      await notifyExistingAccount(temporal, queue, { userId: active.id, tenantId: tenant.id, resendIntervalMs: config.signup.resendIntervalMs });
+      await notifyExistingAccount(temporal, queue, { userId: active.id, tenantId: tenant.id, resendIntervalMs: config.signup.resendIntervalMs }, ctx.state.deadline - TEMPORAL_MARGIN_MS);
       ctx.status = 202;
       ctx.body = VERIFICATION_SENT;
       return;
@@ -124,7 +135,7 @@ export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
       const reserved = await reserveSignup(db, { tenantId: tenant.id, identifier, email: body.email.trim(), displayName: body.display_name, passwordHash, expiresAt });
       if (reserved) {
         try {
-          await startSignup(temporal, queue, startOf(reserved, tenant, requestId));
+          await startSignup(temporal, queue, startOf(reserved, tenant, requestId), ctx.state.deadline - TEMPORAL_MARGIN_MS);
         } catch (err) {
           await releaseReservation(db, reserved.id).catch(() => undefined);
           throw err;
@@ -137,7 +148,7 @@ export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
       pending = await findPendingSignup(db, tenant.id, identifier);
       if (!pending) throw new ApiError(503, 'The signup could not be recorded; try again.');
     }
-    await resumeSignup(temporal, queue, startOf(pending, tenant, requestId));
+    await resumeSignup(temporal, queue, startOf(pending, tenant, requestId), ctx.state.deadline - TEMPORAL_MARGIN_MS);
     await recordAudit(db, { type: 'signup_resumed', userId: pending.user_id, tenantId: tenant.id, requestId });
     ctx.status = 202;
     ctx.body = VERIFICATION_SENT;
@@ -154,12 +165,13 @@ export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
     const valid = TOKEN_FORMAT.test(token) ? await findValidToken(db, token) : undefined;
     if (!valid || !(await claimToken(db, valid.tokenId))) throw new ApiError(410, LINK_INVALID);
     try {
-      await signalEmailVerified(temporal, valid.workflowId, valid.tokenId);
+      await signalEmailVerified(temporal, valid.workflowId, valid.tokenId, ctx.state.deadline - TEMPORAL_MARGIN_MS);
     } catch (err) {
       await unclaimToken(db, valid.tokenId).catch(() => undefined);
       throw err;
     }
-    const outcome = await waitForOutcome(valid.signupId, 8_000);
+    // Wait for the activation, but answer (202, activating) comfortably before the deadline.
+    const outcome = await waitForOutcome(valid.signupId, Math.min(8_000, ctx.state.deadline - Date.now() - 500));
     if (outcome === 'expired') throw new ApiError(410, LINK_INVALID);
     const wantsJson = ctx.accepts('html', 'json') === 'json';
     if (outcome === 'active') {
@@ -196,7 +208,7 @@ export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
     if (tenant && pending) {
       const last = pending.last_email_sent_at?.getTime() ?? 0;
       if (Date.now() - last >= config.signup.resendIntervalMs) {
-        await resumeSignup(temporal, queue, startOf(pending, tenant, ctx.state.requestId));
+        await resumeSignup(temporal, queue, startOf(pending, tenant, ctx.state.requestId), ctx.state.deadline - TEMPORAL_MARGIN_MS);
       }
     }
     ctx.status = 202;
@@ -204,6 +216,7 @@ export function signupRoutes({ config, db, temporal }: SignupDeps): Router {
   }
 
   const router = new Router({ prefix: '/api/v0/signups' });
+  router.use(answerWithin(SIGNUP_DEADLINE_MS, log));
   router.post('/', createSignup);
   router.get('/verify', verify);
   router.post('/resend', resend);

@@ -95,6 +95,21 @@ function isRunClosingRace(err: unknown): boolean {
 
 // ---- signup ----------------------------------------------------------------------------------
 
+/**
+ * Runs one client call so that it settles by `deadline` (ms since the epoch) whatever the
+ * client library is doing: the gRPC deadline and the abort signal bound the call, and the race
+ * covers a connection attempt still in progress, which neither of them interrupts.
+ */
+async function settleBy<T>(client: Client, deadline: number, call: () => Promise<T>): Promise<T> {
+  const signal = AbortSignal.timeout(Math.max(deadline - Date.now(), 0));
+  try {
+    return await Promise.race([client.withAbortSignal(signal, () => client.withDeadline(deadline, call)), aborted(signal)]);
+  } catch (err) {
+    if (signal.aborted) throw new TemporalUnavailableError('no answer from Temporal in time');
+    throw err;
+  }
+}
+
 export interface SignupStart {
   signupId: string;
   userId: string;
@@ -119,8 +134,8 @@ function signupOptions(taskQueue: string, s: SignupStart) {
 }
 
 /** Starts the signup's workflow; joins it if it is already running. */
-export async function startSignup(client: Client, taskQueue: string, s: SignupStart): Promise<void> {
-  await client.withDeadline(Date.now() + INTERACTIVE_DEADLINE_MS, () =>
+export async function startSignup(client: Client, taskQueue: string, s: SignupStart, deadline = Date.now() + INTERACTIVE_DEADLINE_MS): Promise<void> {
+  await settleBy(client, deadline, () =>
     client.workflow.start<typeof signupWorkflow>('signupWorkflow', { ...signupOptions(taskQueue, s), workflowIdConflictPolicy: 'USE_EXISTING' }),
   );
 }
@@ -129,14 +144,14 @@ export async function startSignup(client: Client, taskQueue: string, s: SignupSt
  * Asks a pending signup for a fresh link. Signal-with-start: if the workflow is not running yet
  * (its starter is still on its way, or failed), this starts it from the same reserved row.
  */
-export async function resumeSignup(client: Client, taskQueue: string, s: SignupStart): Promise<void> {
-  await client.withDeadline(Date.now() + INTERACTIVE_DEADLINE_MS, () =>
+export async function resumeSignup(client: Client, taskQueue: string, s: SignupStart, deadline = Date.now() + INTERACTIVE_DEADLINE_MS): Promise<void> {
+  await settleBy(client, deadline, () =>
     client.workflow.signalWithStart<typeof signupWorkflow>('signupWorkflow', { ...signupOptions(taskQueue, s), signal: resendSignal, signalArgs: [] }),
   );
 }
 
-export async function signalEmailVerified(client: Client, workflowId: string, tokenId: string): Promise<void> {
-  await client.withDeadline(Date.now() + INTERACTIVE_DEADLINE_MS, () => client.workflow.getHandle(workflowId).signal(emailVerifiedSignal, { tokenId }));
+export async function signalEmailVerified(client: Client, workflowId: string, tokenId: string, deadline = Date.now() + INTERACTIVE_DEADLINE_MS): Promise<void> {
+  await settleBy(client, deadline, () => client.workflow.getHandle(workflowId).signal(emailVerifiedSignal, { tokenId }));
 }
 
 /** Sends the "account already exists" notice, at most once per resend interval per user. */
@@ -144,8 +159,9 @@ export async function notifyExistingAccount(
   client: Client,
   taskQueue: string,
   input: { userId: string; tenantId: string; resendIntervalMs: number },
+  deadline = Date.now() + INTERACTIVE_DEADLINE_MS,
 ): Promise<void> {
-  await client.withDeadline(Date.now() + INTERACTIVE_DEADLINE_MS, () =>
+  await settleBy(client, deadline, () =>
     client.workflow.start<typeof accountExistsNoticeWorkflow>('accountExistsNoticeWorkflow', {
       workflowId: accountExistsWorkflowId(input.userId),
       taskQueue,
