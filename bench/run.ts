@@ -42,7 +42,7 @@ const outFile = path.resolve(option('out') ?? path.join(__dirname, 'results.json
 
 const SIZES = quick
   ? { authWindowMs: 1_000, concurrencies: [1, 2, 4, 16], createsPerRun: 3, signupWindowMs: 2_000, signupClients: 4, levels: [10, 100, 1_000], growthRepeats: 2, growthAuthRequests: 3 }
-  : { authWindowMs: 4_000, concurrencies: [1, 2, 4, 16], createsPerRun: 10, signupWindowMs: 6_000, signupClients: 4, levels: [10, 1_000, 10_000], growthRepeats: 3, growthAuthRequests: 8 };
+  : { authWindowMs: 3_000, concurrencies: [1, 2, 4, 16], createsPerRun: 10, signupWindowMs: 5_000, signupClients: 4, levels: [10, 1_000, 10_000], growthRepeats: 3, growthAuthRequests: 8 };
 // --levels=10,1000,5000: other sizes for section 4 (the 10 000 level alone costs ~8 min of 2 cores).
 if (option('levels')) SIZES.levels = option('levels')!.split(',').map(Number);
 

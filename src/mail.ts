@@ -33,6 +33,9 @@ export function createMailer(options: { smtpUrl?: string; from: string }): Maile
   for (const [k, v] of Object.entries({ connectionTimeout: '10000', greetingTimeout: '10000', socketTimeout: '20000' })) {
     if (!url.searchParams.has(k)) url.searchParams.set(k, v);
   }
+  // Pooled connections (up to 5, each reused for up to 100 messages) unless the URL says
+  // otherwise: a burst of signups must not open one SMTP session per link.
+  if (!url.searchParams.has('pool')) url.searchParams.set('pool', 'true');
   const transport: Transporter = nodemailer.createTransport(url.toString(), { from: options.from });
   return {
     async send(message) {

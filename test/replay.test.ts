@@ -5,8 +5,9 @@
  *   test/replay.test.ts` writes them). Replaying them catches a change to a workflow that would
  *   break runs already in flight in production; such a change needs `patched()` or a new type.
  * - Histories made by this run replay too, so every code path exercised here is deterministic.
- * - test/histories/v1-*.json come from tmcUserWorkflow before LOCAL_INTERACTIVE_PATCH; they must
- *   keep replaying (through the unpatched path) until that patch is deprecated.
+ * - test/histories/v1-*.json come from before LOCAL_INTERACTIVE_PATCH (tmcUserWorkflow) and
+ *   LOCAL_CANDIDATE_PATCH (signupWorkflow); they must keep replaying, through the unpatched paths,
+ *   until those patches are deprecated.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -107,6 +108,16 @@ describe('workflow replay', () => {
     expect(created).toContain('EVENT_TYPE_MARKER_RECORDED'); // the patch marker and the local activity's
     expect(created).not.toContain('"fetchTmcUser"');
     expect(created).toContain('"recordTmcNotification"');
+
+    for (const file of readdirSync(DIR).filter((f) => f.startsWith('v1-signup-'))) {
+      expect(readFileSync(path.join(DIR, file), 'utf8')).toContain('"createCandidate"'); // a regular activity then
+    }
+    const events = JSON.parse(fresh.find((f) => f.name === 'signup-resend-verified')!.json).events as Array<Record<string, any>>;
+    const markers = events.filter((e) => e.eventType === 'EVENT_TYPE_MARKER_RECORDED').map((e) => e.markerRecordedEventAttributes.markerName);
+    expect(markers).toEqual(['core_patch', 'core_local_activity']);
+    const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes.activityType.name);
+    expect(scheduled).not.toContain('createCandidate');
+    expect(scheduled).toContain('sendVerificationEmail');
   });
 
   it('detects a non-deterministic change (the check can fail)', async () => {

@@ -1,6 +1,6 @@
 /**
  * Workflow interceptors: remember the request id that arrived with the start, signal or update
- * (header `request-id`), and pass it on to every activity the workflow schedules. Deterministic:
+ * (header `request-id`), and pass it on to every activity, regular or local, the workflow schedules. Deterministic:
  * it only copies headers.
  */
 import type { Payload } from '@temporalio/common';
@@ -24,6 +24,7 @@ export const interceptors: WorkflowInterceptorsFactory = () => {
     outbound: [
       {
         scheduleActivity: (input, next) => next(current ? { ...input, headers: { ...input.headers, [HEADER]: current } } : input),
+        scheduleLocalActivity: (input, next) => next(current ? { ...input, headers: { ...input.headers, [HEADER]: current } } : input),
       },
     ],
   };
