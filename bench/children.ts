@@ -10,6 +10,8 @@ import type { ProcessStats } from './processStats';
 export const PROJECT_ROOT = path.resolve(__dirname, '..');
 export const WORKER_ENTRY = path.join(PROJECT_ROOT, 'bench', 'worker-process.ts');
 export const API_ENTRY = path.join(PROJECT_ROOT, 'bench', 'api-process.ts');
+/** Loads a .ts entry with tsx in the main thread only (see the file's comment). */
+const CHILD_ENTRY = path.join(PROJECT_ROOT, 'bench', 'child-entry.cjs');
 
 export interface Child {
   process: ChildProcess;
@@ -32,7 +34,7 @@ export function startChild(entry: string, env: Record<string, string>, logFile: 
   const fd = openSync(logFile, 'a');
   // BENCH_CHILD_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", to profile the children.
   const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', entry], {
+  const child = spawn(process.execPath, [...nodeArgs, CHILD_ENTRY, entry], {
     cwd: PROJECT_ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', fd, fd, 'ipc'],

@@ -3,7 +3,7 @@
  * fault suite (SIGKILL is real). It builds the worker exactly like src/worker.ts's main(), from
  * the environment, but from a prebuilt workflow bundle: WORKFLOW_BUNDLE_PATH.
  *
- *   WORKFLOW_BUNDLE_PATH=… DATABASE_URL=… TEMPORAL_ADDRESS=… … node --import tsx bench/worker-process.ts
+ *   WORKFLOW_BUNDLE_PATH=… DATABASE_URL=… TEMPORAL_ADDRESS=… … node bench/child-entry.cjs bench/worker-process.ts
  *
  * Tells its parent (when it has an IPC channel) `{ type: 'ready', pid }` once it polls.
  */
