@@ -18,10 +18,10 @@ import { startTemporalDevServer, type RunningDevServer } from '../src/dev/tempor
 import { dataConverter, parseKeys } from '../src/temporal/codec';
 import { FakeTmc } from '../test/support/fakeTmc';
 import { SmtpCapture } from '../test/support/smtpCapture';
+import { CODEC_TOKEN, SECRET, serviceEnv } from '../test/support/serviceEnv';
 import { API_ENTRY, startChild, WORKER_ENTRY, type Child } from './children';
 
-export const SECRET = 'bench-shared-secret';
-export const CODEC_TOKEN = 'bench-codec-token-0123456789';
+export { CODEC_TOKEN, SECRET } from '../test/support/serviceEnv';
 export const BENCH_WORKFLOWS = path.join(__dirname, 'workflows.ts');
 
 const noop = () => undefined;
@@ -118,25 +118,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const port = await freePort();
   const env: Record<string, string> = {
     NODE_ENV: 'development',
-    TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: SECRET,
-    DATABASE_URL: databaseUrl,
+    ...serviceEnv({ name: 'bench', databaseUrl, temporalAddress, tmcUrl: tmc.url, smtpUrl: mail.url, port }),
     DATABASE_POOL_MAX: '20',
-    TEMPORAL_ADDRESS: temporalAddress,
-    TEMPORAL_TASK_QUEUE: `bench-${randomUUID()}`,
     PAYLOAD_ENCRYPTION_KEYS: `bench:${randomBytes(32).toString('base64')}`,
-    TMC_BASE_URL: tmc.url,
-    TMC_ACCESS_TOKEN: 'tmc-admin-token',
-    RATELIMIT_PROTECTION_SAFE_API_KEY: 'ratelimit-key',
-    TMC_NOTIFY_INITIAL_INTERVAL: '200ms',
-    TMC_NOTIFY_MAX_INTERVAL: '1s',
-    LOG_LEVEL: 'info',
-    PORT: String(port),
-    PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
-    SMTP_URL: mail.url,
-    MAIL_FROM: 'Accounts <accounts@bench.invalid>',
-    CODEC_AUTH_TOKEN: CODEC_TOKEN,
-    // Rate limiting would throttle a load test from one address; the variable is being added.
-    RATE_LIMIT_DISABLED: 'true',
     ...options.env,
   };
   const config = loadConfig(env);

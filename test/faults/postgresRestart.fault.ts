@@ -4,7 +4,7 @@
  * the outage the API answers 503 with the error JSON: never `false`, never a hang (every
  * answer within 10 s). Everything in flight completes after it: each create and signup that got
  * 503 is sent again (as TMC and a browser would), and in the end every upstream_id has exactly
- * one user, notified (at least once: see below), and every signup is active.
+ * one user, notified exactly once, and every signup is active.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -197,10 +197,10 @@ it(`answers 503 while PostgreSQL is down for ${OUTAGE_MS / 1000} s and completes
   const unexpected = answers.filter((a) => ![200, 202, 503].includes(a.status));
   expect(unexpected).toEqual([]);
   for (const a of answers.filter((x) => x.status === 503)) expect(a.body).toMatchObject(ERROR_503);
-  // TMC's client gives up after 10 s (the README promises an answer within 8 s); a browser
-  // waits longer, but not for ever.
+  // TMC's client gives up after 10 s (the README promises an answer within 8 s); the signup
+  // routes answer within their 10 s deadline (SIGNUP_DEADLINE_MS), plus the client's own delay.
   expect(answers.filter((a) => !a.what.includes('signups') && !a.what.includes('verify') && a.ms >= 10_000)).toEqual([]);
-  expect(answers.filter((a) => a.ms >= 30_000)).toEqual([]);
+  expect(answers.filter((a) => a.ms >= 11_000)).toEqual([]);
   // The outage was felt by every kind of call that reaches the database.
   const during = answers.filter((a) => a.phase === 'during');
   for (const what of ['POST authenticate', 'GET status', 'POST create']) {
@@ -211,10 +211,9 @@ it(`answers 503 while PostgreSQL is down for ${OUTAGE_MS / 1000} s and completes
   expect(answers.filter((a) => a.phase === 'after' && a.what === 'POST authenticate').every((a) => a.body === true)).toBe(true);
   expect(userRows).toHaveLength(createIds.length);
   expect(userRows.every((r) => Number(r.count) === 1)).toBe(true);
-  // Nothing lost: every user was notified. (A notification can be repeated: the activity tells
-  // TMC, then records the outcome in PostgreSQL; when that write fails, the retry tells TMC
-  // again. The report counts them.)
-  expect(notified.every((n) => n >= 1)).toBe(true);
+  // Nothing lost, nothing repeated: every user was notified exactly once. (The outcome is
+  // recorded by an activity of its own, so a failed write is retried without calling TMC again.)
+  expect(notified.every((n) => n === 1)).toBe(true);
   expect(waitedFor).toEqual([]);
   expect(signupRows).toHaveLength(signupEmails.length);
   expect(signupRows.every((s) => s.state === 'active')).toBe(true);

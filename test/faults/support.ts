@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, inject } from 'vitest';
 import { startStack, type Stack, type StackOptions } from '../../bench/stack';
+import { eventually as eventuallyWithin } from '../support/serviceEnv';
 
 export const FULL = process.env.FAULTS_FULL === '1';
 
@@ -58,20 +59,9 @@ export function report(name: string, injected: string[], counted: Record<string,
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Polls `check` until it returns a truthy value or the time runs out. */
-export async function eventually<T>(check: () => Promise<T> | T, { timeoutMs = 60_000, intervalMs = 200, what = 'condition' } = {}): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await check();
-      if (value) return value as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(intervalMs);
-  }
-  throw new Error(`${what} not met within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`);
+/** Polls `check` until it returns a truthy value or the time runs out (60 s by default here). */
+export function eventually<T>(check: () => Promise<T> | T, { timeoutMs = 60_000, intervalMs = 200, what = 'condition' } = {}): Promise<NonNullable<T>> {
+  return eventuallyWithin(check, { timeoutMs, intervalMs, what });
 }
 
 /** Runs `fn` over `items` with at most `limit` at a time. */

@@ -18,9 +18,9 @@ import type { PayloadCodec } from '@temporalio/common';
 import { freePort } from '../../src/dev/ports';
 import { FakeTmc } from './fakeTmc';
 import { SmtpCapture } from './smtpCapture';
+import { CODEC_TOKEN, SECRET, serviceEnv } from './serviceEnv';
 
-export const SECRET = 'test-shared-secret';
-export const CODEC_TOKEN = 'test-codec-token-0123456789';
+export { CODEC_TOKEN, eventually, SECRET } from './serviceEnv';
 
 // The SDK's own worker logs are noise in test output; warnings and errors still show.
 try {
@@ -75,23 +75,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const port = await freePort();
   const databaseUrl = options.databaseUrl ?? (await createDatabase());
   const config = loadConfig({
-    TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: SECRET,
-    DATABASE_URL: databaseUrl,
-    TEMPORAL_ADDRESS: options.temporalAddress ?? inject('temporalAddress'),
-    TEMPORAL_TASK_QUEUE: `test-${randomUUID()}`,
-    TMC_BASE_URL: tmc.url,
-    TMC_ACCESS_TOKEN: 'tmc-admin-token',
-    RATELIMIT_PROTECTION_SAFE_API_KEY: 'ratelimit-key',
-    TMC_NOTIFY_INITIAL_INTERVAL: '200ms',
-    TMC_NOTIFY_MAX_INTERVAL: '1s',
-    LOG_LEVEL: 'info',
-    PORT: String(port),
-    PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
-    SMTP_URL: mail.url,
-    MAIL_FROM: 'Accounts <accounts@test.invalid>',
-    CODEC_AUTH_TOKEN: CODEC_TOKEN,
-    // Tests hammer single identifiers on purpose; test/rateLimit.test.ts turns the limits on.
-    RATE_LIMIT_DISABLED: 'true',
+    ...serviceEnv({ name: 'test', databaseUrl, temporalAddress: options.temporalAddress ?? inject('temporalAddress'), tmcUrl: tmc.url, smtpUrl: mail.url, port }),
     ...options.env,
   });
   const logLines: string[] = [];
@@ -179,18 +163,3 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   };
 }
 
-/** Polls `check` until it returns a truthy value or the time runs out. */
-export async function eventually<T>(check: () => Promise<T> | T, { timeoutMs = 20_000, intervalMs = 100 } = {}): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await check();
-      if (value) return value as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-  throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`);
-}
