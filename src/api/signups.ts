@@ -157,18 +157,28 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
   /**
    * GET `/api/v0/signups/verify?token=…`
    *
-   * 200 once the user is active (JSON if asked for, else a small HTML page). Unknown, used and
-   * expired tokens all get 410 with the same message. A second click is harmless.
+   * 200 once the user is active (JSON if asked for, else a small HTML page). Unknown and expired
+   * tokens, and tokens of expired signups, get 410 with the same message.
+   *
+   * Clicking again is idempotent: a link already used answers as the first click did (200 once
+   * the signup is active). That matters after a failure: a click whose answer was a 503 (say,
+   * PostgreSQL went away after the workflow had been told) must not turn into "link invalid"
+   * on the retry the 503 asked for. A used token of a signup that is still pending signals the
+   * workflow again; the workflow ignores a token id it has seen.
    */
   async function verify(ctx: Context) {
     const token = typeof ctx.query.token === 'string' ? ctx.query.token : '';
     const valid = TOKEN_FORMAT.test(token) ? await findValidToken(db, token) : undefined;
-    if (!valid || !(await claimToken(db, valid.tokenId))) throw new ApiError(410, LINK_INVALID);
-    try {
-      await signalEmailVerified(temporal, valid.workflowId, valid.tokenId, ctx.state.deadline - TEMPORAL_MARGIN_MS);
-    } catch (err) {
-      await unclaimToken(db, valid.tokenId).catch(() => undefined);
-      throw err;
+    if (!valid) throw new ApiError(410, LINK_INVALID);
+    if (valid.signupState !== 'active') {
+      // The first click claims the token, so a mail retried meanwhile cannot rotate it away.
+      const claimedNow = !valid.used && (await claimToken(db, valid.tokenId));
+      try {
+        await signalEmailVerified(temporal, valid.workflowId, valid.tokenId, ctx.state.deadline - TEMPORAL_MARGIN_MS);
+      } catch (err) {
+        if (claimedNow) await unclaimToken(db, valid.tokenId).catch(() => undefined);
+        throw err;
+      }
     }
     // Wait for the activation, but answer (202, activating) comfortably before the deadline.
     const outcome = await waitForOutcome(valid.signupId, Math.min(8_000, ctx.state.deadline - Date.now() - 500));

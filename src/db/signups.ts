@@ -137,6 +137,9 @@ export const TOKEN_FORMAT = /^[A-Za-z0-9_-]{43}$/;
 
 export interface ValidToken {
   tokenId: string;
+  /** Clicked before: claimed by an earlier request (whose answer may never have arrived). */
+  used: boolean;
+  signupState: SignupRow['state'];
   signupId: string;
   workflowId: string;
   userId: string;
@@ -158,19 +161,21 @@ export async function unclaimToken(db: Knex, tokenId: string): Promise<void> {
   await db('verification_tokens').where({ id: tokenId }).update({ used_at: null });
 }
 
-/** The pending signup a token belongs to, if the token is known, unused and unexpired. */
+/**
+ * The signup an unexpired token belongs to, with whether the token was used (clicked) already and
+ * the signup's state. Unknown and expired tokens, and tokens of expired signups: undefined.
+ */
 export async function findValidToken(db: Knex, token: string): Promise<ValidToken | undefined> {
   const hash = hashToken(token);
   const row = await db('verification_tokens as t')
     .join('signups as s', 's.id', 't.signup_id')
     .where('t.token_hash', hash)
-    .whereNull('t.used_at')
     .where('t.expires_at', '>', db.fn.now())
-    .whereIn('s.state', ['awaiting_verification', 'activating'])
-    .first<{ token_hash: Buffer; id: string; signup_id: string; workflow_id: string; user_id: string; tenant_id: string } | undefined>(
-      't.token_hash', 't.id', 't.signup_id', 's.workflow_id', 's.user_id', 's.tenant_id',
+    .whereIn('s.state', ['awaiting_verification', 'activating', 'active'])
+    .first<{ token_hash: Buffer; id: string; used_at: Date | null; state: SignupRow['state']; signup_id: string; workflow_id: string; user_id: string; tenant_id: string } | undefined>(
+      't.token_hash', 't.id', 't.used_at', 's.state', 't.signup_id', 's.workflow_id', 's.user_id', 's.tenant_id',
     );
   // The index finds the row by hash; the final comparison is constant-time all the same.
   if (!row || !timingSafeEqual(row.token_hash, hash)) return undefined;
-  return { tokenId: row.id, signupId: row.signup_id, workflowId: row.workflow_id, userId: row.user_id, tenantId: row.tenant_id };
+  return { tokenId: row.id, used: row.used_at !== null, signupState: row.state, signupId: row.signup_id, workflowId: row.workflow_id, userId: row.user_id, tenantId: row.tenant_id };
 }
