@@ -28,7 +28,7 @@ export interface WorkerDeps {
 export async function createWorker({ config, db, log, connection, keys, workflowBundle }: WorkerDeps): Promise<Worker> {
   const tmc = new TmcClient(config.tmc);
   const mailer = createMailer(config.mail);
-  return Worker.create({
+  const worker = await Worker.create({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
@@ -39,6 +39,11 @@ export async function createWorker({ config, db, log, connection, keys, workflow
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
     activities: createActivities({ db, tmc, log, mailer, publicBaseUrl: config.signup.publicBaseUrl }),
   });
+  // The SMTP connection pool belongs to this worker: close it once the worker has stopped, or
+  // its idle connections keep the SMTP server (and this process) waiting for their timeout.
+  const run = worker.run.bind(worker);
+  worker.run = () => run().finally(() => mailer.close());
+  return worker;
 }
 
 /** The workflows' entry file, as .ts from source (tsx, vitest) or .js once compiled. */
