@@ -1,3 +1,4 @@
+import { Agent, request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SECRET, startHarness, type Harness } from './support/harness';
 
@@ -69,6 +70,76 @@ describe('bad input gets a 400 with the error JSON and writes nothing', () => {
     });
     expect(res.status).toBe(413);
     expect(res.body).toEqual({ title: 'Payload Too Large', message: 'The request body is too large.', source: null, data: null });
+  });
+
+  it('answers a client still sending an unread body, instead of resetting its connection', async () => {
+    // 413 from the body limit (declared length over it), 415 from the content type: each is
+    // decided before the body is read, and with `Connection: close` the socket closes after the
+    // answer. Node reads and discards the rest of the body first, so the client gets the answer,
+    // not a reset; this pins that down.
+    const port = Number(new URL(h.api.url).port);
+    const send = (path: string, headers: Record<string, string>, size: number) =>
+      new Promise<number | string>((resolve) => {
+        const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path, headers: { ...headers, connection: 'close', 'content-length': String(size) } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', (err) => resolve(err.message));
+        // Written in pieces, as a client on a real network would.
+        const chunk = Buffer.alloc(16 * 1024, 'x');
+        let sent = 0;
+        const write = () => {
+          while (sent < size) {
+            const n = Math.min(chunk.length, size - sent);
+            sent += n;
+            if (!req.write(chunk.subarray(0, n))) return void req.once('drain', write);
+          }
+          req.end();
+        };
+        write();
+      });
+    const answers: Array<number | string> = [];
+    for (let i = 0; i < 10; i++) {
+      answers.push(await send('/api/v0/tmc-server/users/create', auth, 300_000));
+      answers.push(await send('/api/v0/signups', { 'content-type': 'text/plain' }, 150_000));
+      answers.push(await send('/api/v0/tmc-server/users/authenticate', { authorization: 'wrong', 'content-type': 'application/json' }, 70_000));
+    }
+    expect(answers).toEqual(Array.from({ length: 10 }, () => [413, 415, 413]).flat());
+  });
+
+  it('answers 431 with the error JSON to oversized headers, even while the client is still sending a body', async () => {
+    // Node's HTTP parser rejects headers over 16 KiB before the API sees the request. Its default
+    // answer was an empty 431 and an immediate close: a client still sending its body got a
+    // connection reset (ECONNRESET) instead of the answer (seen in the full fuzz run).
+    const port = Number(new URL(h.api.url).port);
+    // One keep-alive agent: an oversized request often arrives on a socket that has answered
+    // before (and that socket must still get its answer).
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const send = (size: number, big = true) =>
+      new Promise<{ status: number; body: string } | string>((resolve) => {
+        const body = Buffer.alloc(size, 'x');
+        const headers: Record<string, string> = big ? { 'x-big': 'h'.repeat(12_000), 'x-big2': 'h'.repeat(12_000) } : {};
+        const req = httpRequest(
+          { host: '127.0.0.1', port, method: 'POST', path: '/api/v0/signups', agent, headers: { ...headers, 'content-type': 'application/json', 'content-length': String(body.length) } },
+          (res) => {
+            let text = '';
+            res.on('data', (c) => (text += c));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+          },
+        );
+        req.on('error', (err) => resolve(err.message));
+        req.end(body);
+      });
+    const answers = [];
+    for (let i = 0; i < 10; i++) {
+      expect(await send(2, false)).toMatchObject({ status: 400 }); // an ordinary bad request first
+      answers.push(await send(0), await send(200_000));
+    }
+    agent.destroy();
+    for (const a of answers) {
+      expect(a).toMatchObject({ status: 431 });
+      expect(JSON.parse((a as { body: string }).body)).toEqual({ title: 'Request Header Fields Too Large', message: 'The request headers are too large.', source: null, data: null });
+    }
   });
 
   it('answers 415 with the error JSON for a body that is not declared as JSON', async () => {

@@ -9,6 +9,7 @@ import { createTemporalClient } from '../temporal/client';
 import { AesGcmCodec, resolveKeys, type EncryptionKey } from '../temporal/codec';
 import { TmcClient } from '../tmc';
 import { createApp } from './app';
+import { answerClientErrors } from './clientErrors';
 
 export interface RunningApi {
   server: Server;
@@ -29,6 +30,7 @@ export async function startApi(config: Config, deps: { db: Db; log: Logger; keys
   const lifecycle = { shuttingDown: false };
   const app = createApp({ config, db: deps.db, temporal, tmc, log: deps.log, codec: new AesGcmCodec(deps.keys), lifecycle });
   const server = app.listen(deps.port ?? config.http.port, '0.0.0.0');
+  answerClientErrors(server);
   await once(server, 'listening');
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.http.port;

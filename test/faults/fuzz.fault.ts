@@ -281,6 +281,7 @@ it(`answers ${REQUESTS} fuzzed requests without a 5xx, a crash or a hang, and st
     'no-answer requests': noAnswer.slice(0, 5).map(describe),
     'client-side refusals (not sent)': outcomes.filter((o) => o.status === -1).length,
     'retried after a reset': outcomes.filter((o) => 'retried' in o).length,
+    'first errors of the retried requests': tally(outcomes.flatMap((o) => ('retried' in o ? [String((o as { retried?: string }).retried)] : []))),
     'slowest answer (ms)': Math.round(Math.max(...outcomes.map((o) => o.ms))),
     'signups accepted (202, valid)': accepted.size,
     'rows: users / signups / user_passwords / tmc notifications / tenants': `${users.length} / ${signups.length} / ${await counts('user_passwords')} / ${await counts('tmc_password_notifications')} / ${await counts('tenants')}`,
