@@ -26,7 +26,7 @@ import { rssMiB } from './children';
 import { createBreakdown, type CreateBreakdown } from './history';
 import { coresBetween, formatCores, sampleCpu } from './cpu';
 import { pathOf, startStack, type Stack } from './stack';
-import { closedLoop, fmt, percentile, round, summarize, type Summary } from './stats';
+import { closedLoop, fmt, percentile, round, summarize } from './stats';
 import type { ProcessStats } from './processStats';
 
 // ---- options ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import { startTemporalDevServer, type RunningDevServer } from '../src/dev/tempor
 import { dataConverter, parseKeys } from '../src/temporal/codec';
 import { FakeTmc } from '../test/support/fakeTmc';
 import { SmtpCapture } from '../test/support/smtpCapture';
-import { CODEC_TOKEN, SECRET, serviceEnv } from '../test/support/serviceEnv';
+import { SECRET, serviceEnv } from '../test/support/serviceEnv';
 import { API_ENTRY, startChild, WORKER_ENTRY, type Child } from './children';
 
 export { CODEC_TOKEN, SECRET } from '../test/support/serviceEnv';

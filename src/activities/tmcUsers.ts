@@ -2,12 +2,10 @@
  * Activities of tmcUserWorkflow. Each is idempotent: retrying one after a crash or a timeout
  * converges on the same rows, and TMC treats a repeated notification as harmless.
  */
-import { ApplicationFailure } from '@temporalio/activity';
 import type { Db } from '../db';
 import { getOrCreateUserFromTmc, recordNotificationOutcome, upsertPasswordHash, type NotificationOutcome, type User } from '../db/users';
 import type { Logger } from '../logger';
 import { TmcError, type TmcClient, type TmcUser } from '../tmc';
-import { FailureType } from '../workflows/shared';
 import { mapFailures } from './failures';
 import { notificationsDelivered, usersCreated } from '../metrics';
 
@@ -29,6 +27,17 @@ export function createTmcUserActivities({ db, tmc, log }: TmcUserActivityDeps) {
     return user;
   };
 
+  const tellTmc = async (upstreamId: number, userId: string): Promise<void> => {
+    try {
+      await tmc.setPasswordManagedHere(upstreamId, userId);
+    } catch (err) {
+      if (err instanceof TmcError && err.kind === 'not_found') log.warn({ upstreamId, userId }, 'TMC has no such user; notification abandoned');
+      throw err;
+    }
+    notificationsDelivered.inc();
+    log.info({ upstreamId, userId }, 'TMC notified: password managed here');
+  };
+
   return {
     /**
      * The interactive step of a create (a local activity): fetch the user from TMC, then in one
@@ -46,16 +55,7 @@ export function createTmcUserActivities({ db, tmc, log }: TmcUserActivityDeps) {
 
     /** Tells TMC the password is managed here. A 404 is final (non-retryable); the rest is retried. */
     tellTmcPasswordManagedHere: mapFailures(async (input: { upstreamId: number; userId: string }): Promise<void> => {
-      try {
-        await tmc.setPasswordManagedHere(input.upstreamId, input.userId);
-      } catch (err) {
-        if (err instanceof TmcError && err.kind === 'not_found') {
-          log.warn({ upstreamId: input.upstreamId, userId: input.userId }, 'TMC has no such user; notification abandoned');
-        }
-        throw err;
-      }
-      notificationsDelivered.inc();
-      log.info({ upstreamId: input.upstreamId, userId: input.userId }, 'TMC notified: password managed here');
+      await tellTmc(input.upstreamId, input.userId);
     }),
 
     /** Records what became of the notification. Separate from the call, so retrying it never calls TMC. */
@@ -74,16 +74,13 @@ export function createTmcUserActivities({ db, tmc, log }: TmcUserActivityDeps) {
     /** @deprecated pre-patch runs only: calls TMC and records the outcome in one go. */
     notifyPasswordManagedHere: mapFailures(async (input: { upstreamId: number; userId: string }): Promise<void> => {
       try {
-        await tmc.setPasswordManagedHere(input.upstreamId, input.userId);
+        await tellTmc(input.upstreamId, input.userId);
       } catch (err) {
-        if (err instanceof TmcError && err.kind === 'not_found') {
-          await recordNotificationOutcome(db, input.userId, input.upstreamId, 'tmc_user_not_found');
-          throw ApplicationFailure.create({ type: FailureType.TmcUserNotFound, message: err.message, nonRetryable: true });
-        }
+        // mapFailures makes the 404 a non-retryable TmcUserNotFound.
+        if (err instanceof TmcError && err.kind === 'not_found') await recordNotificationOutcome(db, input.userId, input.upstreamId, 'tmc_user_not_found');
         throw err;
       }
       await recordNotificationOutcome(db, input.userId, input.upstreamId, 'delivered');
-      notificationsDelivered.inc();
     }),
   };
 }

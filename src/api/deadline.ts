@@ -39,7 +39,3 @@ export function answerWithin(ms: number, log: Logger) {
   };
 }
 
-/** What is left of the request's deadline (ms since the epoch), or `fallbackMs` from now. */
-export function deadlineOf(ctx: Context, fallbackMs: number): number {
-  return typeof ctx.state.deadline === 'number' ? ctx.state.deadline : Date.now() + fallbackMs;
-}

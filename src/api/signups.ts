@@ -51,6 +51,7 @@ export interface SignupDeps {
 export const SIGNUP_DEADLINE_MS = 10_000;
 /** Calls to Temporal end this long before the deadline, leaving time to roll back and answer. */
 const TEMPORAL_MARGIN_MS = 1_500;
+const temporalDeadline = (ctx: Context): number => ctx.state.deadline - TEMPORAL_MARGIN_MS;
 
 const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
 /** axess's rule: no control characters and no byte-order mark (nor lone surrogates). */
@@ -120,7 +121,7 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     const active = await findActiveUserByIdentifier(db, tenant.id, identifier);
     if (active) {
       if (config.signup.revealExisting) throw new ApiError(409, 'already_exists');
-      await notifyExistingAccount(temporal, queue, { userId: active.id, tenantId: tenant.id, resendIntervalMs: config.signup.resendIntervalMs }, ctx.state.deadline - TEMPORAL_MARGIN_MS);
+      await notifyExistingAccount(temporal, queue, { userId: active.id, tenantId: tenant.id, resendIntervalMs: config.signup.resendIntervalMs }, temporalDeadline(ctx));
       ctx.status = 202;
       ctx.body = VERIFICATION_SENT;
       return;
@@ -135,7 +136,7 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
       const reserved = await reserveSignup(db, { tenantId: tenant.id, identifier, email: body.email.trim(), displayName: body.display_name, passwordHash, expiresAt });
       if (reserved) {
         try {
-          await startSignup(temporal, queue, startOf(reserved, tenant, requestId), ctx.state.deadline - TEMPORAL_MARGIN_MS);
+          await startSignup(temporal, queue, startOf(reserved, tenant, requestId), temporalDeadline(ctx));
         } catch (err) {
           await releaseReservation(db, reserved.id).catch(() => undefined);
           throw err;
@@ -148,7 +149,7 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
       pending = await findPendingSignup(db, tenant.id, identifier);
       if (!pending) throw new ApiError(503, 'The signup could not be recorded; try again.');
     }
-    await resumeSignup(temporal, queue, startOf(pending, tenant, requestId), ctx.state.deadline - TEMPORAL_MARGIN_MS);
+    await resumeSignup(temporal, queue, startOf(pending, tenant, requestId), temporalDeadline(ctx));
     await recordAudit(db, { type: 'signup_resumed', userId: pending.user_id, tenantId: tenant.id, requestId });
     ctx.status = 202;
     ctx.body = VERIFICATION_SENT;
@@ -174,14 +175,14 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
       // The first click claims the token, so a mail retried meanwhile cannot rotate it away.
       const claimedNow = !valid.used && (await claimToken(db, valid.tokenId));
       try {
-        await signalEmailVerified(temporal, valid.workflowId, valid.tokenId, ctx.state.deadline - TEMPORAL_MARGIN_MS);
+        await signalEmailVerified(temporal, valid.workflowId, valid.tokenId, temporalDeadline(ctx));
       } catch (err) {
         if (claimedNow) await unclaimToken(db, valid.tokenId).catch(() => undefined);
         throw err;
       }
     }
     // Wait for the activation, but answer (202, activating) comfortably before the deadline.
-    const outcome = await waitForOutcome(valid.signupId, Math.min(8_000, ctx.state.deadline - Date.now() - 500));
+    const outcome = valid.signupState === 'active' ? 'active' : await waitForOutcome(valid.signupId, Math.min(8_000, ctx.state.deadline - Date.now() - 500));
     if (outcome === 'expired') throw new ApiError(410, LINK_INVALID);
     const wantsJson = ctx.accepts('html', 'json') === 'json';
     if (outcome === 'active') {
@@ -218,7 +219,7 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     if (tenant && pending) {
       const last = pending.last_email_sent_at?.getTime() ?? 0;
       if (Date.now() - last >= config.signup.resendIntervalMs) {
-        await resumeSignup(temporal, queue, startOf(pending, tenant, ctx.state.requestId), ctx.state.deadline - TEMPORAL_MARGIN_MS);
+        await resumeSignup(temporal, queue, startOf(pending, tenant, ctx.state.requestId), temporalDeadline(ctx));
       }
     }
     ctx.status = 202;

@@ -147,9 +147,9 @@ export interface ValidToken {
 }
 
 /**
- * Claims a token for its click: marks it used, if it still is unused and unexpired. Only the
- * claiming request signals the workflow, and a claimed token survives rotation (which deletes
- * only unused tokens), so a resend racing with the click cannot void it.
+ * Claims a token for its click: marks it used, if it still is unused and unexpired. A claimed
+ * token survives rotation (which deletes only unused tokens), so a resend racing with the click
+ * cannot void it, and only a claimed token activates its signup.
  */
 export async function claimToken(db: Knex, tokenId: string): Promise<boolean> {
   const n = await db('verification_tokens').where({ id: tokenId }).whereNull('used_at').where('expires_at', '>', db.fn.now()).update({ used_at: db.fn.now() });

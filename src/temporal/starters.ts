@@ -28,8 +28,6 @@ export async function createTmcUser(
   /** When the caller's answer is due (ms since the epoch); by default 8 s from now. */
   deadline = Date.now() + INTERACTIVE_DEADLINE_MS,
 ): Promise<CreateUserResponse> {
-  // The gRPC deadline bounds each call; the abort signal bounds the whole exchange, retries included.
-  const signal = AbortSignal.timeout(Math.max(deadline - Date.now(), 0));
   for (let attempt = 1; ; attempt++) {
     const start = new WithStartWorkflowOperation<typeof tmcUserWorkflow>('tmcUserWorkflow', {
       workflowId: tmcUserWorkflowId(input.upstreamId),
@@ -40,22 +38,14 @@ export async function createTmcUser(
       memo: input.requestId ? { requestId: input.requestId } : undefined,
     });
     try {
-      const call = client.withAbortSignal(signal, () =>
-        client.withDeadline(deadline, () =>
-          client.workflow.executeUpdateWithStart(setPasswordUpdate, {
-            args: [{ passwordHash: input.passwordHash }],
-            startWorkflowOperation: start,
-          }),
-        ),
+      return await settleBy(client, deadline, () =>
+        client.workflow.executeUpdateWithStart(setPasswordUpdate, {
+          args: [{ passwordHash: input.passwordHash }],
+          startWorkflowOperation: start,
+        }),
       );
-      // The signal aborts gRPC calls, but not a connection attempt still in progress: the race
-      // guarantees the caller its answer on time whatever the client library is doing.
-      return await Promise.race([call, aborted(signal)]);
     } catch (err) {
-      // Our deadline or abort fired (the gRPC deadline can beat the abort timer by a hair).
-      if (signal.aborted || (err as Error)?.name === 'WorkflowUpdateRPCTimeoutOrCancelledError') {
-        throw new TemporalUnavailableError('no answer from Temporal in time');
-      }
+      if (err instanceof TemporalUnavailableError) throw err;
       if (attempt < 3 && isRunClosingRace(err)) continue;
       // Too many creates for this user in flight at once: try again shortly, within the deadline.
       if (isResourceExhausted(err) && deadline - Date.now() > 300) {
@@ -64,6 +54,25 @@ export async function createTmcUser(
       }
       throw err;
     }
+  }
+}
+
+/**
+ * Runs one client call so that it settles by `deadline` (ms since the epoch) whatever the
+ * client library is doing: the gRPC deadline and the abort signal bound the call, and the race
+ * covers a connection attempt still in progress, which neither of them interrupts. Running out
+ * of time is a TemporalUnavailableError (503), however it shows.
+ */
+async function settleBy<T>(client: Client, deadline: number, call: () => Promise<T>): Promise<T> {
+  const signal = AbortSignal.timeout(Math.max(deadline - Date.now(), 0));
+  try {
+    return await Promise.race([client.withAbortSignal(signal, () => client.withDeadline(deadline, call)), aborted(signal)]);
+  } catch (err) {
+    // The gRPC deadline can beat the abort timer by a hair; an update then says it was cancelled.
+    if (signal.aborted || (err as Error)?.name === 'WorkflowUpdateRPCTimeoutOrCancelledError') {
+      throw new TemporalUnavailableError('no answer from Temporal in time');
+    }
+    throw err;
   }
 }
 
@@ -94,21 +103,6 @@ function isRunClosingRace(err: unknown): boolean {
 }
 
 // ---- signup ----------------------------------------------------------------------------------
-
-/**
- * Runs one client call so that it settles by `deadline` (ms since the epoch) whatever the
- * client library is doing: the gRPC deadline and the abort signal bound the call, and the race
- * covers a connection attempt still in progress, which neither of them interrupts.
- */
-async function settleBy<T>(client: Client, deadline: number, call: () => Promise<T>): Promise<T> {
-  const signal = AbortSignal.timeout(Math.max(deadline - Date.now(), 0));
-  try {
-    return await Promise.race([client.withAbortSignal(signal, () => client.withDeadline(deadline, call)), aborted(signal)]);
-  } catch (err) {
-    if (signal.aborted) throw new TemporalUnavailableError('no answer from Temporal in time');
-    throw err;
-  }
-}
 
 export interface SignupStart {
   signupId: string;

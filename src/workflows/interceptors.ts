@@ -1,7 +1,7 @@
 /**
  * Workflow interceptors: remember the request id that arrived with the start, signal or update
- * (header `request-id`), and pass it on to every activity, regular or local, the workflow schedules. Deterministic:
- * it only copies headers.
+ * (header `request-id`), and pass it on to every activity, regular or local, the workflow
+ * schedules. Deterministic: it only copies headers.
  */
 import type { Payload } from '@temporalio/common';
 import type { WorkflowInterceptorsFactory } from '@temporalio/workflow';
@@ -13,6 +13,7 @@ export const interceptors: WorkflowInterceptorsFactory = () => {
   const remember = (headers: Record<string, Payload>) => {
     if (headers[HEADER]) current = headers[HEADER];
   };
+  const withRequestId = <I extends { headers: Record<string, Payload> }>(input: I): I => (current ? { ...input, headers: { ...input.headers, [HEADER]: current } } : input);
   return {
     inbound: [
       {
@@ -23,8 +24,8 @@ export const interceptors: WorkflowInterceptorsFactory = () => {
     ],
     outbound: [
       {
-        scheduleActivity: (input, next) => next(current ? { ...input, headers: { ...input.headers, [HEADER]: current } } : input),
-        scheduleLocalActivity: (input, next) => next(current ? { ...input, headers: { ...input.headers, [HEADER]: current } } : input),
+        scheduleActivity: (input, next) => next(withRequestId(input)),
+        scheduleLocalActivity: (input, next) => next(withRequestId(input)),
       },
     ],
   };

@@ -18,7 +18,7 @@ import type { PayloadCodec } from '@temporalio/common';
 import { freePort } from '../../src/dev/ports';
 import { FakeTmc } from './fakeTmc';
 import { SmtpCapture } from './smtpCapture';
-import { CODEC_TOKEN, SECRET, serviceEnv } from './serviceEnv';
+import { SECRET, serviceEnv } from './serviceEnv';
 
 export { CODEC_TOKEN, eventually, SECRET } from './serviceEnv';
 
