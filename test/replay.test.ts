@@ -6,8 +6,9 @@
  *   break runs already in flight in production; such a change needs `patched()` or a new type.
  * - Histories made by this run replay too, so every code path exercised here is deterministic.
  * - test/histories/v1-*.json come from before LOCAL_INTERACTIVE_PATCH (tmcUserWorkflow) and
- *   LOCAL_CANDIDATE_PATCH (signupWorkflow); they must keep replaying, through the unpatched paths,
- *   until those patches are deprecated.
+ *   LOCAL_CANDIDATE_PATCH (signupWorkflow), v2-signup-*.json from before LOCAL_MAIL_PATCH
+ *   (signupWorkflow); they must keep replaying, through the unpatched paths, until those patches
+ *   are deprecated.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -109,15 +110,24 @@ describe('workflow replay', () => {
     expect(created).not.toContain('"fetchTmcUser"');
     expect(created).toContain('"recordTmcNotification"');
 
-    for (const file of readdirSync(DIR).filter((f) => f.startsWith('v1-signup-'))) {
-      expect(readFileSync(path.join(DIR, file), 'utf8')).toContain('"createCandidate"'); // a regular activity then
+    const scheduledIn = (json: string) =>
+      (JSON.parse(json).events as Array<Record<string, any>>).filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes.activityType.name as string);
+    const markersIn = (json: string) =>
+      (JSON.parse(json).events as Array<Record<string, any>>).filter((e) => e.eventType === 'EVENT_TYPE_MARKER_RECORDED').map((e) => e.markerRecordedEventAttributes.markerName as string);
+    const signupFiles = (prefix: string) => readdirSync(DIR).filter((f) => f.startsWith(prefix)).map((f) => readFileSync(path.join(DIR, f), 'utf8'));
+    expect(signupFiles('v1-signup-')).toHaveLength(2);
+    for (const json of signupFiles('v1-signup-')) expect(scheduledIn(json)).toContain('createCandidate'); // a regular activity then
+    expect(signupFiles('v2-signup-')).toHaveLength(2);
+    for (const json of signupFiles('v2-signup-')) {
+      expect(scheduledIn(json)).not.toContain('createCandidate');
+      expect(scheduledIn(json)).toContain('sendVerificationEmail'); // a regular activity then
+      expect(markersIn(json)).toEqual(['core_patch', 'core_local_activity']);
     }
-    const events = JSON.parse(fresh.find((f) => f.name === 'signup-resend-verified')!.json).events as Array<Record<string, any>>;
-    const markers = events.filter((e) => e.eventType === 'EVENT_TYPE_MARKER_RECORDED').map((e) => e.markerRecordedEventAttributes.markerName);
-    expect(markers).toEqual(['core_patch', 'core_local_activity']);
-    const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes.activityType.name);
-    expect(scheduled).not.toContain('createCandidate');
-    expect(scheduled).toContain('sendVerificationEmail');
+    // Now: both patches, the candidate and both mails (first and resent) as local activities,
+    // and the only regular activity is the activation.
+    const now = fresh.find((f) => f.name === 'signup-resend-verified')!.json;
+    expect(markersIn(now)).toEqual(['core_patch', 'core_local_activity', 'core_patch', 'core_local_activity', 'core_local_activity']);
+    expect(scheduledIn(now)).toEqual(['activateSignup']);
   });
 
   it('detects a non-deterministic change (the check can fail)', async () => {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { SignupStateKey, signupWorkflowId } from '../src/workflows/shared';
 import { historyText } from './support/history';
 import { eventually, startHarness, type Harness } from './support/harness';
@@ -237,6 +238,35 @@ describe('durability and operations', () => {
     const link = await linkFor(address, h, 1);
     expect((await h.request('GET', pathOf(link), { headers: json })).status).toBe(200);
   });
+
+  it('keeps retrying the mail through a long SMTP outage: short waits in the worker, then durable timers', async () => {
+    const address = email();
+    const refusedBefore = h.mail.refused;
+    h.mail.failing = true;
+    try {
+      await signup({ tenant: 'default', email: address, display_name: 'x', password: 'password1' });
+      const row = await eventually(() => signupRow(address));
+      const handle = h.client.workflow.getHandle(signupWorkflowId(row.user_id));
+      // Attempts at 0, 2, 6 and 14 s are made in the worker; the next wait (16 s) is a timer.
+      const timerStarted = await eventually(
+        async () => (await handle.fetchHistory()).events?.find((e) => e.timerStartedEventAttributes)?.timerStartedEventAttributes,
+        { timeoutMs: 25_000, intervalMs: 500, what: 'a backoff timer in the history' },
+      );
+      expect(Number(timerStarted.startToFireTimeout?.seconds)).toBeGreaterThanOrEqual(10);
+      expect(h.mail.refused - refusedBefore).toBeGreaterThanOrEqual(4);
+      expect(h.mail.to(address)).toHaveLength(0);
+      expect((await handle.describe()).status.name).toBe('RUNNING');
+    } finally {
+      h.mail.failing = false;
+    }
+    const link = await eventually(() => h.mail.latestLink(address), { timeoutMs: 30_000, what: 'the link after the outage' });
+    expect(h.mail.to(address)).toHaveLength(1);
+    expect((await h.request('GET', pathOf(link), { headers: json })).status).toBe(200);
+    const row = await signupRow(address);
+    expect(row.state).toBe('active');
+    const history = await h.client.workflow.getHandle(signupWorkflowId(row.user_id)).fetchHistory();
+    await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') }, dataConverter: h.dataConverter }, history, 'long-smtp-outage');
+  }, 90_000);
 
   it('keeps SignupState current, finds the waiting signup by it, and keeps emails and tokens out of Temporal', async () => {
     const address = email();

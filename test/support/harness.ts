@@ -14,7 +14,7 @@ import { createDb, migrate, type Db } from '../../src/db';
 import { createLogger, type Logger } from '../../src/logger';
 import { createWorker } from '../../src/worker';
 import { AesGcmCodec, dataConverter, resolveKeys } from '../../src/temporal/codec';
-import type { PayloadCodec } from '@temporalio/common';
+import type { DataConverter, PayloadCodec } from '@temporalio/common';
 import { freePort } from '../../src/dev/ports';
 import { FakeTmc } from './fakeTmc';
 import { SmtpCapture } from './smtpCapture';
@@ -38,6 +38,8 @@ export interface Harness {
   client: Client;
   /** The service's payload codec, to read what it put into Temporal. */
   codec: PayloadCodec;
+  /** The service's data converter (codec and failure converter), e.g. to replay a history. */
+  dataConverter: DataConverter;
   log: Logger;
   /** Every log line the service wrote, as raw JSON text. */
   logLines: string[];
@@ -137,6 +139,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     api,
     client,
     codec: new AesGcmCodec(keys),
+    dataConverter: dataConverter(keys),
     log,
     logLines,
     startWorker,

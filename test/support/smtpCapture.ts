@@ -13,6 +13,8 @@ export class SmtpCapture {
   readonly messages: CapturedMail[] = [];
   /** When true, the server rejects every message with a temporary failure (451). */
   failing = false;
+  /** Messages refused while `failing`. */
+  refused = 0;
   private server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS', 'AUTH'],
@@ -22,6 +24,7 @@ export class SmtpCapture {
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', async () => {
         if (this.failing) {
+          this.refused++;
           const err = Object.assign(new Error('mailbox temporarily unavailable'), { responseCode: 451 });
           return callback(err);
         }
