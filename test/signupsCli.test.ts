@@ -87,6 +87,13 @@ describe('npm run signups -- stuck | resend | cancel', () => {
       expect(row.age).toMatch(/^(\d+s|\d+m\d\ds)$/);
     }
 
+    // --limit: the oldest rows only, and the total said on stderr.
+    const limited = await cli('stuck', '--limit', '1');
+    expect(limited.code, limited.stderr).toBe(0);
+    expect(limited.stdout.trim().split('\n')).toHaveLength(2); // the header and one row
+    const total = Number(/^(\d+) signup\(s\) awaiting verification, the oldest 1 shown \(--limit\)/m.exec(limited.stderr)?.[1]);
+    expect(total).toBeGreaterThanOrEqual(2);
+
     const older = await cli('stuck', '--older-than', '1h');
     expect(older.code, older.stderr).toBe(0);
     expect(older.stdout).not.toContain(first.workflowId);
@@ -125,7 +132,7 @@ describe('npm run signups -- stuck | resend | cancel', () => {
   }, 300_000);
 
   it('answers usage errors with exit code 2 and unknown workflows with 1', async () => {
-    for (const args of [[], ['bogus'], ['resend'], ['cancel', 'a', 'b'], ['stuck', '--older-than', 'soon'], ['stuck', '--nope']]) {
+    for (const args of [[], ['bogus'], ['resend'], ['cancel', 'a', 'b'], ['stuck', '--older-than', 'soon'], ['stuck', '--limit', '0'], ['stuck', '--limit', 'all'], ['stuck', '--nope']]) {
       const run = await cli(...args);
       expect(run.code, `${args.join(' ')}: ${run.stderr}`).toBe(2);
       expect(run.stderr).toContain('usage: npm run signups');

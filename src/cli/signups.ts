@@ -1,8 +1,11 @@
 /**
  * `npm run signups -- <command>`: find and handle signups that wait for their verification link.
  *
- *   stuck [--older-than 1h]   running signups in SignupState="AwaitingVerification" (started before
- *                             now minus the duration), with tenant, user id, age and emails sent
+ *   stuck [--older-than 1h] [--limit 100]
+ *                             running signups in SignupState="AwaitingVerification" (started before
+ *                             now minus the duration), the oldest first, with tenant, user id, age
+ *                             and emails sent; at most --limit rows (default 100) are printed and
+ *                             queried, and the total is always said
  *   resend <workflowId>       a fresh link (the workflow throttles it by SIGNUP_RESEND_INTERVAL)
  *   cancel <workflowId>       expire the signup now (the candidate is deleted); waits for the result
  *
@@ -19,7 +22,9 @@ import { cancelSignal, resendSignal, signupStatusQuery } from '../workflows/shar
 
 const USAGE = [
   'usage: npm run signups -- <command>',
-  '  stuck [--older-than <duration>]   signups awaiting verification, e.g. --older-than 1h (30s, 15m, 2d)',
+  '  stuck [--older-than <duration>] [--limit <n>]',
+  '                                    signups awaiting verification, the oldest first, e.g. --older-than 1h',
+  '                                    (30s, 15m, 2d); at most --limit rows (default 100)',
   '  resend <workflowId>               send a fresh verification link (throttled by the workflow)',
   '  cancel <workflowId> [--wait 30s]  expire the signup now and print the workflow result',
 ].join('\n');
@@ -28,6 +33,8 @@ const USAGE = [
 const QUERY_DEADLINE_MS = 3_000;
 /** How many signups are queried at once. */
 const QUERY_CONCURRENCY = 8;
+/** Rows `stuck` prints (and queries) unless --limit says otherwise. */
+const DEFAULT_LIMIT = 100;
 /** Bound on the list itself and on single calls (describe, signal). */
 const CALL_DEADLINE_MS = 30_000;
 
@@ -44,6 +51,13 @@ function parseDuration(value: string | undefined, option: string): number {
   }
   if (!Number.isFinite(ms) || ms <= 0) throw new UsageError(`${option}: expected a duration like 30s, 15m, 1h or 2d, got "${value ?? ''}"`);
   return ms;
+}
+
+/** A positive whole number; throws a UsageError otherwise. */
+function parseCount(value: string | undefined, option: string): number {
+  const n = /^\d+$/.test(value ?? '') ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError(`${option}: expected a positive whole number, got "${value ?? ''}"`);
+  return n;
 }
 
 /** `2h13m`, `5m07s`, `42s`, `3d4h`. */
@@ -111,20 +125,24 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
 }
 
 async function stuck(client: Client, args: string[]): Promise<number> {
-  const { positional, options } = parseArgs(args, ['older-than']);
+  const { positional, options } = parseArgs(args, ['older-than', 'limit']);
   if (positional.length > 0) throw new UsageError(`unexpected argument ${positional[0]}`);
   const olderThanMs = options.has('older-than') ? parseDuration(options.get('older-than'), '--older-than') : undefined;
+  const limit = options.has('limit') ? parseCount(options.get('limit'), '--limit') : DEFAULT_LIMIT;
   const query = stuckQuery(olderThanMs);
 
   const found: WorkflowExecutionInfo[] = [];
   await client.withDeadline(Date.now() + CALL_DEADLINE_MS, async () => {
     for await (const wf of client.workflow.list({ query })) found.push(wf);
   });
+  // Visibility lists the newest first; operators want the oldest. Listing is cheap (~0.5 ms a
+  // row); the status query per workflow is not, so only the rows printed are queried.
   found.sort((a, b) => a.startTime.getTime() - b.startTime.getTime());
+  const shown = found.slice(0, limit);
 
   const now = Date.now();
-  const sent = await mapLimit(found, QUERY_CONCURRENCY, (wf) => emailsSent(client, wf.workflowId, wf.runId));
-  const rows = found.map((wf, i) => [
+  const sent = await mapLimit(shown, QUERY_CONCURRENCY, (wf) => emailsSent(client, wf.workflowId, wf.runId));
+  const rows = shown.map((wf, i) => [
     wf.workflowId,
     typeof wf.memo?.tenant === 'string' ? wf.memo.tenant : '-',
     typeof wf.memo?.userId === 'string' ? wf.memo.userId : '-',
@@ -136,7 +154,8 @@ async function stuck(client: Client, args: string[]): Promise<number> {
   const line = (cells: string[]) => cells.map((cell, c) => (c === cells.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ');
   console.log(line(header));
   for (const row of rows) console.log(line(row));
-  console.error(`${rows.length} signup(s) awaiting verification (${query})`);
+  const total = found.length > shown.length ? `${found.length} signup(s) awaiting verification, the oldest ${shown.length} shown (--limit)` : `${found.length} signup(s) awaiting verification`;
+  console.error(`${total} (${query})`);
   return 0;
 }
 
