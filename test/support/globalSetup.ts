@@ -3,7 +3,7 @@
  * (the CLI's `start-dev`), plus the workflow bundle, shared by every test file. Each file then
  * gets its own database and task queue (see harness.ts).
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
@@ -37,6 +37,7 @@ export default async function setup(project: TestProject) {
   return async () => {
     await temporal.stop();
     await pg.stop();
+    rmSync(dir, { recursive: true, force: true });
   };
 }
 
