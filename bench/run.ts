@@ -42,7 +42,7 @@ const outFile = path.resolve(option('out') ?? path.join(__dirname, 'results.json
 
 const SIZES = quick
   ? { authWindowMs: 1_000, concurrencies: [1, 2, 4, 16], createsPerRun: 6, signupWindowMs: 2_000, signupClients: 4, levels: [10, 100, 1_000], growthRepeats: 2, growthAuthRequests: 3 }
-  : { authWindowMs: 3_000, concurrencies: [1, 2, 4, 16], createsPerRun: 10, signupWindowMs: 5_000, signupClients: 4, levels: [10, 1_000, 10_000], growthRepeats: 3, growthAuthRequests: 8 };
+  : { authWindowMs: 3_000, concurrencies: [1, 2, 4, 16], createsPerRun: 24, signupWindowMs: 5_000, signupClients: 4, levels: [10, 1_000, 10_000], growthRepeats: 3, growthAuthRequests: 8 };
 // --levels=10,1000,5000: other sizes for section 4 (the 10 000 level alone costs ~8 min of 2 cores).
 if (option('levels')) SIZES.levels = option('levels')!.split(',').map(Number);
 
@@ -63,6 +63,35 @@ function machine() {
 }
 
 // ---- 1. authenticate against argon2 ----------------------------------------------------------
+
+/** Closed-loop slices of one side taken together: all completions over all elapsed time. */
+function mergeLoops(slices: Array<Awaited<ReturnType<typeof closedLoop>>>) {
+  const count = slices.reduce((n, x) => n + x.count, 0);
+  const elapsedMs = slices.reduce((t, x) => t + x.elapsedMs, 0);
+  return {
+    perSecond: (count * 1000) / Math.max(elapsedMs, 1),
+    latencies: slices.flatMap((x) => x.latencies),
+    count,
+    elapsedMs,
+    errors: slices.reduce((n, x) => n + x.errors, 0),
+    firstError: slices.find((x) => x.firstError)?.firstError,
+  };
+}
+
+/** A child's stats over several slices: CPU summed, utilization weighted by time, delay at its worst. */
+function mergeStats(parts: Array<{ stats: ProcessStats; ms: number }>): ProcessStats {
+  const ms = parts.reduce((t, p) => t + p.ms, 0) || 1;
+  const last = parts[parts.length - 1]!.stats;
+  return {
+    ...last,
+    elu: parts.reduce((t, p) => t + p.stats.elu * p.ms, 0) / ms,
+    delayP50: Math.max(...parts.map((p) => p.stats.delayP50)),
+    delayP99: Math.max(...parts.map((p) => p.stats.delayP99)),
+    delayMax: Math.max(...parts.map((p) => p.stats.delayMax)),
+    cpuUserMs: parts.reduce((t, p) => t + p.stats.cpuUserMs, 0),
+    cpuSystemMs: parts.reduce((t, p) => t + p.stats.cpuSystemMs, 0),
+  };
+}
 
 async function benchAuthenticate(stack: Stack, userId: string, hash: string) {
   const auth = () =>
@@ -93,27 +122,27 @@ async function benchAuthenticate(stack: Stack, userId: string, hash: string) {
   const perConcurrency = new Map<number, Row[]>();
   for (let run = 0; run < runs; run++) {
     for (const c of SIZES.concurrencies) {
+      // Each side gets its window in two halves, in the order A B B A (B A A B in odd runs), so
+      // a drift of the machine's speed during the measurement (steal time, another process)
+      // weighs on both sides alike, and neither always goes first.
+      const half = Math.round(SIZES.authWindowMs / 2);
+      const httpSlices: Array<{ r: Awaited<ReturnType<typeof closedLoop>>; api: ProcessStats }> = [];
+      const localSlices: Array<{ r: Awaited<ReturnType<typeof closedLoop>>; cpuMs: number }> = [];
       const measureHttp = async () => {
         await stack.api.stats();
-        const r = await closedLoop(c, SIZES.authWindowMs, auth);
-        return { r, api: await stack.api.stats() };
+        const r = await closedLoop(c, half, auth);
+        httpSlices.push({ r, api: await stack.api.stats() });
       };
       const measureLocal = async () => {
         const cpu = process.cpuUsage();
-        const r = await closedLoop(c, SIZES.authWindowMs, verify);
+        const r = await closedLoop(c, half, verify);
         const used = process.cpuUsage(cpu);
-        return { r, cpuMs: (used.user + used.system) / 1000 };
+        localSlices.push({ r, cpuMs: (used.user + used.system) / 1000 });
       };
-      // Alternate which goes first, so a drift of the machine's load favours neither.
-      let http: Awaited<ReturnType<typeof measureHttp>>;
-      let local: Awaited<ReturnType<typeof measureLocal>>;
-      if (run % 2 === 0) {
-        http = await measureHttp();
-        local = await measureLocal();
-      } else {
-        local = await measureLocal();
-        http = await measureHttp();
-      }
+      const order = run % 2 === 0 ? [measureHttp, measureLocal, measureLocal, measureHttp] : [measureLocal, measureHttp, measureHttp, measureLocal];
+      for (const measure of order) await measure();
+      const http = { r: mergeLoops(httpSlices.map((x) => x.r)), api: mergeStats(httpSlices.map((x) => ({ stats: x.api, ms: x.r.elapsedMs }))) };
+      const local = { r: mergeLoops(localSlices.map((x) => x.r)), cpuMs: localSlices.reduce((t, x) => t + x.cpuMs, 0) };
       const row: Row = {
         http: { rps: http.r.perSecond, p50: percentile(http.r.latencies, 50), p99: percentile(http.r.latencies, 99), n: http.r.count, errors: http.r.errors },
         local: { rps: local.r.perSecond, p50: percentile(local.r.latencies, 50), p99: percentile(local.r.latencies, 99), n: local.r.count },
