@@ -31,6 +31,8 @@ try {
 
 export interface Harness {
   config: Config;
+  /** The environment `config` was loaded from: what a process of the service's own would get. */
+  env: Record<string, string>;
   db: Db;
   tmc: FakeTmc;
   mail: SmtpCapture;
@@ -76,10 +78,11 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const mail = await new SmtpCapture().start();
   const port = await freePort();
   const databaseUrl = options.databaseUrl ?? (await createDatabase());
-  const config = loadConfig({
+  const env = {
     ...serviceEnv({ name: 'test', databaseUrl, temporalAddress: options.temporalAddress ?? inject('temporalAddress'), tmcUrl: tmc.url, smtpUrl: mail.url, port }),
     ...options.env,
-  });
+  };
+  const config = loadConfig(env);
   const logLines: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {
@@ -133,6 +136,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
 
   return {
     config,
+    env,
     db,
     tmc,
     mail,

@@ -1,0 +1,75 @@
+/**
+ * The worker as operators run it: its own process (`src/worker.ts`), with its /metrics endpoint
+ * and the SDK's Prometheus endpoint, stopped with SIGTERM while an activity is in flight. The
+ * activity finishes before the process exits, so TMC is called once and the run goes on with the
+ * next worker; nothing is retried or lost.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../src/dev/ports';
+import { tmcUserWorkflowId } from '../src/workflows/shared';
+import { eventually, startHarness, type Harness } from './support/harness';
+
+let h: Harness;
+let worker: ChildProcess;
+const output: string[] = [];
+let metricsUrl: string;
+let sdkMetricsUrl: string;
+
+beforeAll(async () => {
+  h = await startHarness({ worker: false });
+  const [metricsPort, sdkPort] = [await freePort(), await freePort()];
+  metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+  sdkMetricsUrl = `http://127.0.0.1:${sdkPort}/metrics`;
+  worker = spawn(process.execPath, ['--require', 'tsx/cjs', 'src/worker.ts'], {
+    env: { ...process.env, ...h.env, WORKER_METRICS_PORT: String(metricsPort), TEMPORAL_SDK_METRICS_ADDRESS: `127.0.0.1:${sdkPort}` },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  worker.stdout!.on('data', (c) => output.push(String(c)));
+  worker.stderr!.on('data', (c) => output.push(String(c)));
+  // It bundles the workflow code at start: ~10–20 s on two cores.
+  await eventually(() => output.join('').includes('"worker started"'), { timeoutMs: 90_000, intervalMs: 250, what: 'the worker process to start' });
+}, 120_000);
+afterAll(async () => {
+  if (worker && worker.exitCode === null) worker.kill('SIGKILL');
+  await h?.close();
+});
+
+describe('the worker process', () => {
+  it('serves its metrics and the SDK’s, and on SIGTERM finishes the activity in flight before it exits', async () => {
+    h.tmc.addUser({ id: 7301 });
+    let release!: () => void;
+    h.tmc.holdNotifications = new Promise<void>((r) => (release = r));
+
+    const created = await h.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: 7301, password: 'drained password' });
+    expect(created.status).toBe(200);
+    // The notification activity is running in the worker process, waiting for TMC's answer.
+    await eventually(() => h.tmc.notificationAttempts(7301).length === 1, { what: 'the notification call' });
+
+    const metrics = await (await fetch(metricsUrl)).text();
+    expect(metrics).toMatch(/^accounts_users_created_total 1$/m);
+    expect(metrics).toContain('process_cpu_seconds_total');
+    const sdkMetrics = await (await fetch(sdkMetricsUrl)).text();
+    expect(sdkMetrics).toMatch(/^temporal_\w+/m);
+
+    const exited = once(worker, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    worker.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(worker.exitCode, 'the worker must wait for its activity').toBeNull();
+    release();
+    h.tmc.holdNotifications = undefined;
+    const [code] = await exited;
+    expect(code, output.join('').slice(-2000)).toBe(0);
+    expect(output.join('')).toContain('"worker stopped"');
+
+    // The next worker carries the run on: the outcome is recorded, and TMC was called once.
+    await h.startWorker();
+    const result = await h.client.workflow.getHandle(tmcUserWorkflowId(7301)).result();
+    expect(result).toMatchObject({ outcome: 'created', notification: 'delivered' });
+    expect(h.tmc.notificationAttempts(7301)).toHaveLength(1);
+    expect(h.tmc.notificationsFor(7301)).toHaveLength(1);
+    const recorded = await h.db('tmc_password_notifications').where({ upstream_id: 7301 });
+    expect(recorded).toHaveLength(1);
+  }, 120_000);
+});
