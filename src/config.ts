@@ -65,6 +65,12 @@ const envSchema = z.object({
   WORKER_METRICS_PORT: port.default(9464),
   /** host:port where the Temporal SDK serves its Prometheus metrics (worker processes). */
   TEMPORAL_SDK_METRICS_ADDRESS: z.string().default('0.0.0.0:9465'),
+  /**
+   * How many workflow runs a worker keeps in memory (its sticky cache). Unset: the SDK's default,
+   * sized from the heap limit (2 310 for a 4 GiB heap). Each waiting signup held there costs
+   * ~0.2 MiB; an evicted one is replayed from its history when it wakes (docs/benchmarks.md).
+   */
+  WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().positive().optional(),
 
   /** true: every rate limit is off. For load tests and benchmarks only. */
   RATE_LIMIT_DISABLED: bool.default(false),
@@ -151,6 +157,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       revealExisting: e.SIGNUP_REVEAL_EXISTING,
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
-    worker: { metricsPort: e.WORKER_METRICS_PORT, sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS },
+    worker: { metricsPort: e.WORKER_METRICS_PORT, sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS, maxCachedWorkflows: e.WORKER_MAX_CACHED_WORKFLOWS },
   };
 }

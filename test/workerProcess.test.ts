@@ -6,8 +6,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NativeConnection } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { loadConfig } from '../src/config';
 import { freePort } from '../src/dev/ports';
+import { resolveKeys } from '../src/temporal/codec';
+import { createWorker } from '../src/worker';
 import { tmcUserWorkflowId } from '../src/workflows/shared';
 import { eventually, startHarness, type Harness } from './support/harness';
 
@@ -72,4 +76,23 @@ describe('the worker process', () => {
     const recorded = await h.db('tmc_password_notifications').where({ upstream_id: 7301 });
     expect(recorded).toHaveLength(1);
   }, 120_000);
+
+  it('bounds its workflow cache with WORKER_MAX_CACHED_WORKFLOWS, and leaves the SDK default otherwise', async () => {
+    const connection = await NativeConnection.connect({ address: h.config.temporal.address! });
+    try {
+      const cacheOf = async (env: Record<string, string>) => {
+        const config = loadConfig({ ...h.env, ...env });
+        const w = await createWorker({ config, db: h.db, log: h.log, connection, keys: resolveKeys(config, h.log), workflowBundle: { codePath: inject('workflowBundlePath') } });
+        const running = w.run();
+        w.shutdown();
+        await running;
+        return w.options.maxCachedWorkflows;
+      };
+      expect(await cacheOf({ WORKER_MAX_CACHED_WORKFLOWS: '50' })).toBe(50);
+      expect(await cacheOf({})).toBeGreaterThan(50);
+      expect(() => loadConfig({ ...h.env, WORKER_MAX_CACHED_WORKFLOWS: '0' })).toThrow(/WORKER_MAX_CACHED_WORKFLOWS/);
+    } finally {
+      await connection.close();
+    }
+  }, 60_000);
 });
