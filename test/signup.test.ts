@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createSignupActivities } from '../src/activities/signups';
+import { createMailer } from '../src/mail';
 import { SignupStateKey, signupWorkflowId } from '../src/workflows/shared';
 import { historyText } from './support/history';
 import { eventually, startHarness, type Harness } from './support/harness';
@@ -237,6 +239,33 @@ describe('durability and operations', () => {
     h.mail.failing = false;
     const link = await linkFor(address, h, 1);
     expect((await h.request('GET', pathOf(link), { headers: json })).status).toBe(200);
+  });
+
+  it('recognises a retried send: one already recorded is not mailed again, and an unrecorded one keeps the first link working', async () => {
+    const address = email();
+    await signup({ tenant: 'default', email: address, display_name: 'x', password: 'password1' });
+    const first = await linkFor(address);
+    const row = await signupRow(address);
+    expect(row.emails_sent).toBe(1);
+    const mailer = createMailer({ smtpUrl: h.mail.url, from: 'Accounts <accounts@test.invalid>' });
+    try {
+      const { sendVerificationEmail } = createSignupActivities({ db: h.db, mailer, log: h.log, publicBaseUrl: h.config.signup.publicBaseUrl });
+      // The worker died after the send was recorded, before the workflow knew: its retry sends nothing.
+      await sendVerificationEmail({ signupId: row.id, sendNo: 1 });
+      expect(h.mail.to(address)).toHaveLength(1);
+      // The worker died between the mail and its record: the retry mails again, and both links work.
+      await h.db('signups').where({ id: row.id }).update({ emails_sent: 0, last_email_sent_at: null });
+      await sendVerificationEmail({ signupId: row.id, sendNo: 1 });
+      const second = await linkFor(address, h, 2);
+      expect(second).not.toBe(first);
+      expect(await h.db('verification_tokens').where({ signup_id: row.id }).whereNull('used_at')).toHaveLength(2);
+      expect((await signupRow(address)).emails_sent).toBe(1);
+    } finally {
+      mailer.close();
+    }
+    const opened = await h.request('GET', pathOf(first), { headers: json });
+    expect(opened.status).toBe(200);
+    expect(opened.body.status).toBe('active');
   });
 
   it('keeps retrying the mail through a long SMTP outage: short waits in the worker, then durable timers', async () => {

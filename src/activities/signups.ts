@@ -48,15 +48,30 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
     }),
 
     /**
-     * Rotates the signup's token (older unused ones stop working) and emails the new link.
-     * A retry after a sent mail sends another link; only the newest one works.
+     * Emails a verification link with a new token.
+     *
+     * `sendNo` is the workflow's number for this send (1 for the first mail, 2 for the first
+     * resend, …), so a retry of the same send is recognised:
+     * - recorded as sent already (the worker died after this activity had finished but before
+     *   the workflow had recorded it): nothing is sent again;
+     * - not recorded (the worker died between the mail and its record, or SMTP failed): a link is
+     *   sent again, and the links of this send's earlier attempts keep working.
+     * Only a later send (a resend) makes the older links stop working. Runs started before
+     * LOCAL_MAIL_PATCH pass no `sendNo`: every call rotates the token, as it did then.
      */
-    sendVerificationEmail: mapFailures(async ({ signupId }: { signupId: string }): Promise<void> => {
+    sendVerificationEmail: mapFailures(async ({ signupId, sendNo }: { signupId: string; sendNo?: number }): Promise<void> => {
       const signup = await findSignup(db, signupId);
       if (!signup || !PENDING.includes(signup.state)) return;
+      if (sendNo !== undefined && signup.emails_sent >= sendNo) {
+        log.info({ signupId, userId: signup.user_id, sendNo }, 'verification email already sent');
+        return;
+      }
       const { token, hash } = newToken();
       await db.transaction(async (trx) => {
-        await trx('verification_tokens').where({ signup_id: signupId }).whereNull('used_at').delete();
+        const unused = trx('verification_tokens').where({ signup_id: signupId }).whereNull('used_at');
+        if (sendNo === undefined) await unused.delete();
+        // The tokens of earlier sends; those made after the last recorded send are this send's.
+        else if (signup.last_email_sent_at) await unused.where('created_at', '<=', signup.last_email_sent_at).delete();
         await trx('verification_tokens').insert({ id: crypto.randomUUID(), token_hash: hash, signup_id: signupId, expires_at: signup.expires_at });
       });
       const link = `${publicBaseUrl}/api/v0/signups/verify?token=${token}`;
@@ -73,13 +88,15 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
           "If you did not sign up, ignore this message and the account will not be created.",
         ].join('\n'),
       });
-      await db('signups').where({ id: signupId }).update({
-        emails_sent: db.raw('emails_sent + 1'),
-        last_email_sent_at: db.fn.now(),
-        updated_at: db.fn.now(),
-      });
+      await db('signups')
+        .where({ id: signupId })
+        .update({
+          emails_sent: sendNo === undefined ? db.raw('emails_sent + 1') : db.raw('GREATEST(emails_sent, ?)', [sendNo]),
+          last_email_sent_at: db.fn.now(),
+          updated_at: db.fn.now(),
+        });
       await recordAudit(db, { type: 'signup_verification_sent', userId: signup.user_id, tenantId: signup.tenant_id, requestId: currentRequestId() });
-      log.info({ signupId, userId: signup.user_id }, 'verification email sent');
+      log.info({ signupId, userId: signup.user_id, sendNo }, 'verification email sent');
     }),
 
     /** Uses the token and activates the user, in one transaction. */

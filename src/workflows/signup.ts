@@ -85,8 +85,10 @@ export async function signupWorkflow(input: SignupWorkflowInput): Promise<Signup
     upsertSearchAttributes([{ key: SignupStateKey, value: next }]);
   };
   let mailer = mail;
+  let numberedSends = false;
   const sendLink = async () => {
-    await mailer.sendVerificationEmail({ signupId });
+    // Numbered sends let the activity recognise its own retries (see sendVerificationEmail).
+    await mailer.sendVerificationEmail(numberedSends ? { signupId, sendNo: emailsSent + 1 } : { signupId });
     emailsSent++;
     lastEmailSentAtMs = Date.now();
   };
@@ -94,7 +96,10 @@ export async function signupWorkflow(input: SignupWorkflowInput): Promise<Signup
   if (workflowInfo().typedSearchAttributes.get(SignupStateKey) !== 'AwaitingVerification') enter('AwaitingVerification');
   if (patched(LOCAL_CANDIDATE_PATCH)) await localDb.createCandidate({ signupId });
   else await db.createCandidate({ signupId });
-  if (patched(LOCAL_MAIL_PATCH)) mailer = localMail;
+  if (patched(LOCAL_MAIL_PATCH)) {
+    mailer = localMail;
+    numberedSends = true;
+  }
   await sendLink();
 
   for (;;) {
