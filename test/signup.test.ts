@@ -247,7 +247,7 @@ describe('durability and operations', () => {
     const first = await linkFor(address);
     const row = await signupRow(address);
     expect(row.emails_sent).toBe(1);
-    const mailer = createMailer({ smtpUrl: h.mail.url, from: 'Accounts <accounts@test.invalid>' });
+    const mailer = createMailer(h.config.mail);
     try {
       const { sendVerificationEmail } = createSignupActivities({ db: h.db, mailer, log: h.log, publicBaseUrl: h.config.signup.publicBaseUrl });
       // The worker died after the send was recorded, before the workflow knew: its retry sends nothing.

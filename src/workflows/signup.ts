@@ -84,11 +84,12 @@ export async function signupWorkflow(input: SignupWorkflowInput): Promise<Signup
     state = next;
     upsertSearchAttributes([{ key: SignupStateKey, value: next }]);
   };
-  let mailer = mail;
-  let numberedSends = false;
+  // Set once, right after the candidate: local, numbered sends (the number lets the activity
+  // recognise its own retries, see sendVerificationEmail), or the regular activity of old runs.
+  let localMailRun = false;
   const sendLink = async () => {
-    // Numbered sends let the activity recognise its own retries (see sendVerificationEmail).
-    await mailer.sendVerificationEmail(numberedSends ? { signupId, sendNo: emailsSent + 1 } : { signupId });
+    if (localMailRun) await localMail.sendVerificationEmail({ signupId, sendNo: emailsSent + 1 });
+    else await mail.sendVerificationEmail({ signupId });
     emailsSent++;
     lastEmailSentAtMs = Date.now();
   };
@@ -96,10 +97,7 @@ export async function signupWorkflow(input: SignupWorkflowInput): Promise<Signup
   if (workflowInfo().typedSearchAttributes.get(SignupStateKey) !== 'AwaitingVerification') enter('AwaitingVerification');
   if (patched(LOCAL_CANDIDATE_PATCH)) await localDb.createCandidate({ signupId });
   else await db.createCandidate({ signupId });
-  if (patched(LOCAL_MAIL_PATCH)) {
-    mailer = localMail;
-    numberedSends = true;
-  }
+  localMailRun = patched(LOCAL_MAIL_PATCH);
   await sendLink();
 
   for (;;) {
