@@ -29,8 +29,11 @@ export interface AppDeps {
   log: Logger;
   /** The payload codec, for the Temporal UI's codec endpoints. */
   codec: PayloadCodec;
-  /** Set when the process is stopping: readiness fails and connections are not kept alive. */
-  lifecycle?: { shuttingDown: boolean };
+  /**
+   * Set when the process is stopping: `shuttingDown` from the start (readiness fails), `closing`
+   * once the listener is closed (connections are no longer kept alive).
+   */
+  lifecycle?: { shuttingDown: boolean; closing?: boolean };
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -101,9 +104,12 @@ export function createApp(deps: AppDeps): Koa {
 
   app.use(requestContext(deps.log));
   app.use(async (ctx, next) => {
-    // While draining, every answer closes its connection, so no client reuses a socket that is
-    // about to go away (which is how keep-alive clients get connection resets).
-    if (deps.lifecycle?.shuttingDown) ctx.set('Connection', 'close');
+    // Once the listener is closed, every answer closes its connection, so no client reuses a
+    // socket that is about to go away (which is how keep-alive clients get connection resets).
+    // Not earlier: during the drain, kept-alive sockets spare clients new connections, and a
+    // connection the kernel has completed but Node not yet accepted when the listener closes is
+    // reset (a shutdown test saw one such reset with Connection: close during the drain).
+    if (deps.lifecycle?.closing) ctx.set('Connection', 'close');
     await next();
   });
   app.use(errorHandler(deps.log));

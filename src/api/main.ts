@@ -15,8 +15,8 @@ export interface RunningApi {
   server: Server;
   url: string;
   /**
-   * Graceful stop: readiness turns 503 and every response says `Connection: close`, so clients
-   * and load balancers move away; after `drainMs` the listener closes, in-flight requests
+   * Graceful stop: readiness turns 503, so load balancers move away; after `drainMs` the
+   * listener closes, every response from then on says `Connection: close`, in-flight requests
    * finish, and the Temporal connection closes. No request gets a connection reset.
    */
   close(options?: { drainMs?: number }): Promise<void>;
@@ -27,7 +27,7 @@ export async function startApi(config: Config, deps: { db: Db; log: Logger; keys
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the API');
   const temporal = createTemporalClient({ address: config.temporal.address, namespace: config.temporal.namespace, keys: deps.keys });
   const tmc = new TmcClient(config.tmc);
-  const lifecycle = { shuttingDown: false };
+  const lifecycle = { shuttingDown: false, closing: false };
   const app = createApp({ config, db: deps.db, temporal, tmc, log: deps.log, codec: new AesGcmCodec(deps.keys), lifecycle });
   const server = app.listen(deps.port ?? config.http.port, '0.0.0.0');
   answerClientErrors(server);
@@ -44,6 +44,7 @@ export async function startApi(config: Config, deps: { db: Db; log: Logger; keys
       // accepted a moment ago counts as idle until its request arrives, and dropping it is a
       // connection reset. Answers say `Connection: close`, so sockets end with their response;
       // whatever is still idle after a grace period is closed then.
+      lifecycle.closing = true;
       const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()));
       const sweep = setTimeout(() => server.closeIdleConnections(), 2_000);
       await closed;
