@@ -4,16 +4,24 @@
  * Starts an embedded PostgreSQL and a Temporal dev server with its Web UI, unless DATABASE_URL
  * or TEMPORAL_ADDRESS name real ones; applies the migrations; runs the worker and the API; and
  * prints where they are. Production runs `start:api` and `start:worker` instead.
+ *
+ * Stopping: SIGINT (Ctrl-C) or SIGTERM stops the parts in order (API drain, worker drain,
+ * Temporal dev server, PostgreSQL) and exits 0. The two servers run in process groups of their
+ * own, so a Ctrl-C reaches only this process and the order holds. What a killed `npm start`
+ * left running is found through `.data/dev-stack.json` and PostgreSQL's postmaster.pid, stopped,
+ * and started again on the same ports with the same data.
  */
 import { NativeConnection } from '@temporalio/worker';
-import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { startApi } from './api/main';
 import { loadConfig } from './config';
 import { createDb, migrate } from './db';
-import { defaultDevDataDir, startEmbeddedPostgres } from './dev/postgres';
-import { freePort } from './dev/ports';
+import { startEmbeddedPostgres } from './dev/postgres';
+import { StackInUseError, StackRecorder, takeOverStack } from './dev/stackState';
 import { PROJECT_ROOT, startTemporalDevServer } from './dev/temporalServer';
 import { createLogger } from './logger';
 import { resolveKeys } from './temporal/codec';
@@ -21,13 +29,33 @@ import { createWorker, installRuntimeLogging } from './worker';
 
 const DEV_SECRET = 'dev-secret-change-me';
 
-async function portOr(preferred: number): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
+class StoppedDuringStartup extends Error {}
+
+/** Resolves when `port` is free on 127.0.0.1; otherwise fails naming it and what to do. */
+async function requireFreePort(port: number, what: string, instead: string): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
     const probe = createServer();
-    probe.once('error', () => freePort().then(resolve));
-    probe.listen(preferred, '127.0.0.1', () => probe.close(() => resolve(preferred)));
+    probe.once('error', () => reject(new Error(`port ${port} (${what}) is in use by another program: free it, or ${instead}`)));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve()));
   });
+  return port;
+}
+
+/** This checkout's PostgreSQL data directory: one per checkout, so two never share one. */
+function devPostgresDataDir(): string {
+  const checkout = createHash('sha256').update(PROJECT_ROOT).digest('hex').slice(0, 12);
+  return path.join(tmpdir(), 'tmc-durable-accounts', `dev-postgres-${checkout}`);
+}
+
+/** The parts that have started so far; stop() stops them in reverse order of start. */
+class Parts {
+  private readonly stops: Array<() => Promise<void>> = [];
+  add(stop: () => Promise<void>): void {
+    this.stops.push(stop);
+  }
+  async stop(): Promise<void> {
+    for (const s of this.stops.splice(0).reverse()) await s().catch(() => undefined);
+  }
 }
 
 async function main() {
@@ -39,69 +67,112 @@ async function main() {
   }
   if (!env.CODEC_AUTH_TOKEN) env.CODEC_AUTH_TOKEN = randomBytes(24).toString('base64url');
   const apiPort = Number(env.PORT || 3000);
-  const stops: Array<() => Promise<void>> = [];
 
-  if (!env.DATABASE_URL) {
-    const pg = await startEmbeddedPostgres({ dataDir: defaultDevDataDir(), port: await portOr(54329), persistent: true });
-    stops.push(() => pg.stop());
-    env.DATABASE_URL = await pg.createDatabase('accounts');
-    notes.push(`PostgreSQL (embedded):  ${env.DATABASE_URL}`);
-  }
-  let uiUrl: string | undefined;
-  if (!env.TEMPORAL_ADDRESS) {
-    const dataDir = path.join(PROJECT_ROOT, '.data');
-    mkdirSync(dataDir, { recursive: true });
-    const temporal = await startTemporalDevServer({
-      port: await portOr(7233),
-      uiPort: await portOr(8233),
-      dbFilename: path.join(dataDir, 'temporal.sqlite'),
-      // The UI decrypts payloads through the API's codec endpoint; the token is in the path.
-      uiCodecEndpoint: `http://localhost:${apiPort}/codec/${env.CODEC_AUTH_TOKEN}`,
-    });
-    stops.push(() => temporal.stop());
-    env.TEMPORAL_ADDRESS = temporal.address;
-    uiUrl = temporal.uiUrl;
-  }
+  // 1. Anything an earlier, killed npm start left behind.
+  const dataDir = path.join(PROJECT_ROOT, '.data');
+  mkdirSync(dataDir, { recursive: true });
+  const stackFile = path.join(dataDir, 'dev-stack.json');
+  const { previous, notes: found } = await takeOverStack(stackFile);
+  notes.push(...found);
+  const stack = new StackRecorder(stackFile);
+  const parts = new Parts();
+  parts.add(async () => stack.clear());
 
-  const config = loadConfig(env);
-  const log = createLogger(config.logLevel);
-  installRuntimeLogging(log, config.worker.sdkMetricsAddress);
-  const db = createDb({ url: config.database.url!, poolMax: config.database.poolMax, log });
-  await migrate(db, { defaultTenant: config.signup.defaultTenant });
-
-  const keys = resolveKeys(config, log);
-  const connection = await NativeConnection.connect({ address: config.temporal.address! });
-  const worker = await createWorker({ config, db, log, connection, keys });
-  const workerRun = worker.run();
-  const api = await startApi(config, { db, log, keys });
-
-  const lines = [
-    '',
-    `API:          http://localhost:${config.http.port}`,
-    `Temporal:     ${config.temporal.address} (namespace ${config.temporal.namespace}, task queue ${config.temporal.taskQueue})`,
-    ...(uiUrl ? [`Temporal UI:  ${uiUrl}  (payloads decrypted through the API's /codec endpoint)`] : []),
-    ...notes,
-    '',
-  ];
-  process.stdout.write(lines.join('\n') + '\n');
-
-  let stopping = false;
+  // A signal stops the parts in reverse order of start, and the process exits 0. During
+  // start-up it takes effect once the current step ends (each step is bounded).
+  let signalled: NodeJS.Signals | undefined;
+  let started = false;
+  let log: ReturnType<typeof createLogger> | undefined;
   const stop = async () => {
-    if (stopping) return;
-    stopping = true;
-    await api.close();
-    worker.shutdown();
-    await workerRun.catch(() => undefined);
-    await connection.close();
-    await db.destroy();
-    for (const s of stops.reverse()) await s().catch(() => undefined);
+    log?.info({ signal: signalled }, 'stopping: API drain, worker drain, Temporal dev server, PostgreSQL');
+    await parts.stop();
+    log?.info('stopped');
     process.exit(0);
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) return;
+    signalled = signal;
+    if (started) void stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const checkpoint = () => {
+    if (signalled) throw new StoppedDuringStartup();
+  };
+
+  try {
+    // 2. PostgreSQL and the Temporal dev server, on the same ports as last time.
+    if (!env.DATABASE_URL) {
+      const port = await requireFreePort(previous?.postgres?.port ?? 54329, 'PostgreSQL', 'set DATABASE_URL to use another server');
+      const pgDir = devPostgresDataDir();
+      const pg = await startEmbeddedPostgres({ dataDir: pgDir, port, persistent: true, detached: true });
+      parts.add(() => pg.stop());
+      stack.record({ postgres: { pid: pg.pid()!, port, dataDir: pgDir } });
+      if (pg.found.startsWith('a stale')) notes.push(`Stopped ${pg.found.replace(/, stopped$/, '')} left on PostgreSQL's data directory by an earlier npm start`);
+      env.DATABASE_URL = await pg.createDatabase('accounts');
+      notes.push(`PostgreSQL (embedded):  ${env.DATABASE_URL}`);
+    }
+    checkpoint();
+    let uiUrl: string | undefined;
+    if (!env.TEMPORAL_ADDRESS) {
+      const instead = 'set TEMPORAL_ADDRESS to use a running Temporal server';
+      const port = await requireFreePort(previous?.temporal?.port ?? 7233, 'Temporal dev server', instead);
+      const uiPort = await requireFreePort(previous?.temporal?.uiPort ?? 8233, 'Temporal UI', instead);
+      const temporal = await startTemporalDevServer({
+        port,
+        uiPort,
+        detached: true,
+        dbFilename: path.join(dataDir, 'temporal.sqlite'),
+        // The UI decrypts payloads through the API's codec endpoint; the token is in the path.
+        uiCodecEndpoint: `http://localhost:${apiPort}/codec/${env.CODEC_AUTH_TOKEN}`,
+      });
+      parts.add(() => temporal.stop());
+      stack.record({ temporal: { pid: temporal.pid!, port, uiPort } });
+      env.TEMPORAL_ADDRESS = temporal.address;
+      uiUrl = temporal.uiUrl;
+    }
+    checkpoint();
+
+    // 3. The service: migrations, worker, API.
+    const config = loadConfig(env);
+    log = createLogger(config.logLevel);
+    // This process stops the worker itself, after the API has drained.
+    installRuntimeLogging(log, config.worker.sdkMetricsAddress, { handleSignals: false });
+    const db = createDb({ url: config.database.url!, poolMax: config.database.poolMax, log });
+    parts.add(() => db.destroy());
+    await migrate(db, { defaultTenant: config.signup.defaultTenant });
+    const keys = resolveKeys(config, log);
+    const connection = await NativeConnection.connect({ address: config.temporal.address! });
+    parts.add(() => connection.close());
+    const worker = await createWorker({ config, db, log, connection, keys });
+    const workerRun = worker.run();
+    parts.add(async () => {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await workerRun;
+    });
+    const api = await startApi(config, { db, log, keys });
+    parts.add(() => api.close({ drainMs: config.http.shutdownDrainMs }));
+    checkpoint();
+
+    const lines = [
+      '',
+      `API:          http://localhost:${config.http.port}`,
+      `Temporal:     ${config.temporal.address} (namespace ${config.temporal.namespace}, task queue ${config.temporal.taskQueue})`,
+      ...(uiUrl ? [`Temporal UI:  ${uiUrl}  (payloads decrypted through the API's /codec endpoint)`] : []),
+      ...notes,
+      '',
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+    started = true;
+  } catch (err) {
+    if (err instanceof StoppedDuringStartup) return stop();
+    await parts.stop();
+    throw err;
+  }
 }
 
 main().catch((err) => {
-  console.error(err instanceof Error ? err.stack ?? err.message : err);
+  const expected = err instanceof StackInUseError || (err instanceof Error && /in use by another program/.test(err.message));
+  console.error(`npm start: ${expected ? (err as Error).message : err instanceof Error ? err.stack ?? err.message : String(err)}`);
   process.exit(1);
 });

@@ -57,11 +57,16 @@ export function workflowInterceptorsPath(): string {
   return path.join(__dirname, 'workflows', `interceptors${path.extname(__filename)}`);
 }
 
-/** Sends the SDK's own logs (worker state, activity failures) through pino. Once per process. */
-export function installRuntimeLogging(log: Logger, sdkMetricsAddress?: string): void {
+/**
+ * Sends the SDK's own logs (worker state, activity failures) through pino. Once per process.
+ * `handleSignals: false` keeps the SDK from draining workers on SIGINT/SIGTERM by itself, for a
+ * process that stops its parts in its own order (npm start: the API drains first).
+ */
+export function installRuntimeLogging(log: Logger, sdkMetricsAddress?: string, { handleSignals = true } = {}): void {
   const sdk = log.child({ component: 'temporal-sdk' });
   const at = (level: 'trace' | 'debug' | 'info' | 'warn' | 'error') => (message: string, meta?: Record<string, unknown>) => sdk[level](meta ?? {}, message);
   Runtime.install({
+    ...(handleSignals ? {} : { shutdownSignals: [] }),
     // The SDK's own metrics (task latencies, poller counts, …) for Prometheus.
     ...(sdkMetricsAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: sdkMetricsAddress } } } } : {}),
     logger: {

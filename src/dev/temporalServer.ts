@@ -47,6 +47,11 @@ export interface DevServerOptions {
   namespace?: string;
   cliPath?: string;
   startupTimeoutMs?: number;
+  /**
+   * Run the server in its own process group, so a Ctrl-C in the terminal reaches only the
+   * owner, which then stops everything in order (npm start). Default false.
+   */
+  detached?: boolean;
   onLog?: (line: string) => void;
 }
 
@@ -54,6 +59,8 @@ export interface RunningDevServer {
   address: string;
   namespace: string;
   uiUrl?: string;
+  /** The server's process id (undefined for the SDK-downloaded fallback). */
+  pid?: number;
   stop(): Promise<void>;
 }
 
@@ -90,7 +97,7 @@ export async function startTemporalDevServer(options: DevServerOptions = {}): Pr
     args.push('--headless');
   }
 
-  const child = spawn(cli, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cli, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: options.detached ?? false });
   const output: string[] = [];
   const collect = (chunk: Buffer) => {
     const text = chunk.toString();
@@ -112,6 +119,7 @@ export async function startTemporalDevServer(options: DevServerOptions = {}): Pr
     address,
     namespace,
     uiUrl: options.uiPort !== undefined ? `http://localhost:${options.uiPort}` : undefined,
+    pid: child.pid,
     stop: () => stopChild(child),
   };
 }
