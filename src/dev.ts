@@ -13,6 +13,7 @@
  */
 import { NativeConnection } from '@temporalio/worker';
 import { createHash, randomBytes } from 'node:crypto';
+import { z } from 'zod';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,7 +21,7 @@ import path from 'node:path';
 import { startApi } from './api/main';
 import { loadConfig } from './config';
 import { createDb, migrate } from './db';
-import { startEmbeddedPostgres } from './dev/postgres';
+import { startEmbeddedPostgres, stopStalePostmaster } from './dev/postgres';
 import { StackInUseError, StackRecorder, takeOverStack } from './dev/stackState';
 import { PROJECT_ROOT, startTemporalDevServer } from './dev/temporalServer';
 import { createLogger } from './logger';
@@ -31,20 +32,42 @@ const DEV_SECRET = 'dev-secret-change-me';
 
 class StoppedDuringStartup extends Error {}
 
-/** Resolves when `port` is free on 127.0.0.1; otherwise fails naming it and what to do. */
+/**
+ * Resolves when `port` is free on 127.0.0.1 (waiting up to 5 s for a process that was just
+ * stopped to release it); otherwise fails naming the port and what to do.
+ */
 async function requireFreePort(port: number, what: string, instead: string): Promise<number> {
-  await new Promise<void>((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', () => reject(new Error(`port ${port} (${what}) is in use by another program: free it, or ${instead}`)));
-    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve()));
-  });
+  const free = () =>
+    new Promise<boolean>((resolve) => {
+      const probe = createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+  for (const deadline = Date.now() + 5_000; !(await free()); await new Promise((r) => setTimeout(r, 250))) {
+    if (Date.now() > deadline) throw new Error(`port ${port} (${what}) is in use by another program: free it, or ${instead}`);
+  }
   return port;
 }
 
-/** This checkout's PostgreSQL data directory: one per checkout, so two never share one. */
-function devPostgresDataDir(): string {
-  const checkout = createHash('sha256').update(PROJECT_ROOT).digest('hex').slice(0, 12);
-  return path.join(tmpdir(), 'tmc-durable-accounts', `dev-postgres-${checkout}`);
+const port = z.coerce.number().int().min(1).max(65535);
+
+/** Settings of `npm start` alone (the service's own are in config.ts). */
+const devEnv = z.object({
+  /** Where the Temporal dev server's SQLite file, the stack file and the dev encryption key live. */
+  DEV_DATA_DIR: z.string().min(1).default(path.join(PROJECT_ROOT, '.data')),
+  DEV_POSTGRES_PORT: port.default(54329),
+  DEV_TEMPORAL_PORT: port.default(7233),
+  DEV_TEMPORAL_UI_PORT: port.default(8233),
+});
+
+/**
+ * PostgreSQL's data directory for a DEV_DATA_DIR: one per data directory (so per checkout), so
+ * two never share one. It lives under the system's temporary folder, which the `postgres` OS
+ * user can write when npm start runs as root.
+ */
+function devPostgresDataDir(dataDir: string): string {
+  const owner = createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 12);
+  return path.join(tmpdir(), 'tmc-durable-accounts', `dev-postgres-${owner}`);
 }
 
 /** The parts that have started so far; stop() stops them in reverse order of start. */
@@ -69,11 +92,11 @@ async function main() {
   const apiPort = Number(env.PORT || 3000);
 
   // 1. Anything an earlier, killed npm start left behind.
-  const dataDir = path.join(PROJECT_ROOT, '.data');
+  const dev = devEnv.parse(Object.fromEntries(Object.entries(env).filter(([, v]) => v)));
+  const dataDir = path.resolve(dev.DEV_DATA_DIR);
   mkdirSync(dataDir, { recursive: true });
   const stackFile = path.join(dataDir, 'dev-stack.json');
-  const { previous, notes: found } = await takeOverStack(stackFile);
-  notes.push(...found);
+  notes.push(...(await takeOverStack(stackFile)));
   const stack = new StackRecorder(stackFile);
   const parts = new Parts();
   parts.add(async () => stack.clear());
@@ -103,21 +126,21 @@ async function main() {
   try {
     // 2. PostgreSQL and the Temporal dev server, on the same ports as last time.
     if (!env.DATABASE_URL) {
-      const port = await requireFreePort(previous?.postgres?.port ?? 54329, 'PostgreSQL', 'set DATABASE_URL to use another server');
-      const pgDir = devPostgresDataDir();
+      const pgDir = devPostgresDataDir(dataDir);
+      const stale = await stopStalePostmaster(pgDir);
+      if (stale !== undefined) notes.push(`Stopped a stale PostgreSQL (pid ${stale}) left on its data directory by an earlier npm start`);
+      const port = await requireFreePort(dev.DEV_POSTGRES_PORT, 'PostgreSQL', 'set DEV_POSTGRES_PORT, or DATABASE_URL to use another server');
       const pg = await startEmbeddedPostgres({ dataDir: pgDir, port, persistent: true, detached: true });
       parts.add(() => pg.stop());
       stack.record({ postgres: { pid: pg.pid()!, port, dataDir: pgDir } });
-      if (pg.found.startsWith('a stale')) notes.push(`Stopped ${pg.found.replace(/, stopped$/, '')} left on PostgreSQL's data directory by an earlier npm start`);
       env.DATABASE_URL = await pg.createDatabase('accounts');
       notes.push(`PostgreSQL (embedded):  ${env.DATABASE_URL}`);
     }
     checkpoint();
     let uiUrl: string | undefined;
     if (!env.TEMPORAL_ADDRESS) {
-      const instead = 'set TEMPORAL_ADDRESS to use a running Temporal server';
-      const port = await requireFreePort(previous?.temporal?.port ?? 7233, 'Temporal dev server', instead);
-      const uiPort = await requireFreePort(previous?.temporal?.uiPort ?? 8233, 'Temporal UI', instead);
+      const port = await requireFreePort(dev.DEV_TEMPORAL_PORT, 'Temporal dev server', 'set DEV_TEMPORAL_PORT, or TEMPORAL_ADDRESS to use a running server');
+      const uiPort = await requireFreePort(dev.DEV_TEMPORAL_UI_PORT, 'Temporal UI', 'set DEV_TEMPORAL_UI_PORT');
       const temporal = await startTemporalDevServer({
         port,
         uiPort,

@@ -3,19 +3,19 @@
  * SignupState="AwaitingVerification", shows the waiting signup and not an active one.
  *
  * Its own Temporal dev server (with the UI) and headless Chromium from Debian
- * (`apt-get install chromium`; .ci/run installs it), driven by playwright-core.
+ * (`npm test`'s set-up step installs it), driven by playwright-core.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from './support/browser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/dev/ports';
 import { PROJECT_ROOT, startTemporalDevServer, type RunningDevServer } from '../src/dev/temporalServer';
 import { SignupStateKey, signupWorkflowId } from '../src/workflows/shared';
 import { eventually, startHarness, type Harness } from './support/harness';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.join(PROJECT_ROOT, 'test-artifacts');
 const SCREENSHOT = path.join(ARTIFACTS, 'temporal-ui-stuck-signups.png');
 /** The UI on a busy 2-core machine can take well over 10 s to render a list. */
@@ -27,14 +27,9 @@ let browser: Browser | undefined;
 const browserLog: string[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium chromium-driver (.ci/run does it)`);
   server = await startTemporalDevServer({ uiPort: await freePort(), startupTimeoutMs: 120_000 });
   h = await startHarness({ temporalAddress: server.address });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    timeout: 120_000,
-  });
+  browser = await launchChromium();
 }, 300_000);
 
 afterAll(async () => {

@@ -17,7 +17,7 @@ import { arch, platform, tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { freePort } from './ports';
-import { isAlive, stopPid } from './processes';
+import { isAlive, stopPid, waitGone } from './processes';
 
 export interface RunningPostgres {
   /** Connection URL for a database name. */
@@ -30,8 +30,6 @@ export interface RunningPostgres {
   port: number;
   /** The postmaster's process id (changes on resume()). */
   pid(): number | undefined;
-  /** What start-up found in the data directory: `fresh`, `existing`, or a stale server it stopped. */
-  found: string;
 }
 
 export interface PostgresOptions {
@@ -91,12 +89,22 @@ function runAs(): { uid?: number; gid?: number } {
   }
 }
 
-/** The pid in a data directory's postmaster.pid, if that process is still running. */
-function runningPostmaster(dataDir: string): number | undefined {
+/**
+ * Stops a server left running on this data directory by a process that died without stopping
+ * it (npm start killed with SIGKILL), so that two servers never share a directory. Returns its
+ * pid, or undefined when none was running. SIGINT is PostgreSQL's "fast" shutdown.
+ */
+export async function stopStalePostmaster(dataDir: string): Promise<number | undefined> {
   const file = path.join(dataDir, 'postmaster.pid');
   if (!existsSync(file)) return undefined;
   const pid = Number(readFileSync(file, 'utf8').split('\n')[0]);
-  return Number.isInteger(pid) && pid > 0 && isAlive(pid) ? pid : undefined;
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  // PostgreSQL refuses to start while the pid in its lock file exists, even as a zombie of a
+  // server that was just killed: wait for that to clear too.
+  const running = isAlive(pid);
+  if (running) await stopPid(pid, 'SIGINT', 30_000);
+  await waitGone(pid, 10_000);
+  return running ? pid : undefined;
 }
 
 export async function startEmbeddedPostgres(options: PostgresOptions = {}): Promise<RunningPostgres> {
@@ -107,18 +115,12 @@ export async function startEmbeddedPostgres(options: PostgresOptions = {}): Prom
   const bin = await binaries();
   const ids = runAs();
 
-  // 1. A server left running on this data directory by a process that died without stopping
-  //    it (npm start killed with SIGKILL) is stopped first: two servers never share a directory.
-  let found = existsSync(path.join(dataDir, 'PG_VERSION')) ? 'existing' : 'fresh';
-  const stale = runningPostmaster(dataDir);
-  if (stale !== undefined) {
-    // SIGINT is PostgreSQL's "fast" shutdown: abort sessions, write a checkpoint, exit.
-    await stopPid(stale, 'SIGINT', 30_000);
-    found = `a stale server (pid ${stale}), stopped`;
-  }
+  // 1. A server some dead process left on this data directory is stopped first.
+  const fresh = !existsSync(path.join(dataDir, 'PG_VERSION'));
+  await stopStalePostmaster(dataDir);
 
   // 2. initdb on first use.
-  if (found === 'fresh') {
+  if (fresh) {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     if (ids.uid !== undefined) chownSync(dataDir, ids.uid, ids.gid!);
     const pwfile = path.join(tmpdir(), `pg-pw-${process.pid}-${port}`);
@@ -177,7 +179,6 @@ export async function startEmbeddedPostgres(options: PostgresOptions = {}): Prom
   const urlFor = (database: string) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${database}`;
   return {
     port,
-    found,
     urlFor,
     pid: () => child?.pid,
     async createDatabase(name: string) {

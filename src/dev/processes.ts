@@ -18,6 +18,26 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+/** Whether a process id is taken at all, by a running process or a zombie not yet reaped. */
+export function exists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Waits until a process id is free (a killed process may take a moment to be reaped). */
+export async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (exists(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
+}
+
 /** The command line of a process, or '' when it is gone or unreadable. */
 export function commandLine(pid: number): string {
   try {

@@ -43,16 +43,15 @@ export class StackInUseError extends Error {
 /**
  * Reads what an earlier `npm start` recorded. If its owner still runs, throws StackInUseError.
  * Otherwise stops the Temporal dev server it left (PostgreSQL's own postmaster.pid is handled
- * by startEmbeddedPostgres) and returns the previous state, whose ports the caller reuses, and
- * one line per thing it found for the start-up banner.
+ * by startEmbeddedPostgres), and returns one line per thing it stopped, for the start-up banner.
  */
-export async function takeOverStack(file: string): Promise<{ previous?: StackState; notes: string[] }> {
-  if (!existsSync(file)) return { notes: [] };
+export async function takeOverStack(file: string): Promise<string[]> {
+  if (!existsSync(file)) return [];
   let previous: StackState;
   try {
     previous = JSON.parse(readFileSync(file, 'utf8')) as StackState;
   } catch {
-    return { notes: [`ignored an unreadable ${file}`] };
+    return [`Ignored an unreadable ${file}`];
   }
   if (previous.owner !== process.pid && isAlive(previous.owner) && /\bdev\.(ts|js)\b/.test(commandLine(previous.owner))) {
     throw new StackInUseError(`another npm start of this checkout is running (pid ${previous.owner}); stop it first (Ctrl-C, or kill ${previous.owner})`);
@@ -63,5 +62,5 @@ export async function takeOverStack(file: string): Promise<{ previous?: StackSta
     await stopPid(t.pid, 'SIGTERM', 15_000);
     notes.push(`Stopped a stale Temporal dev server (pid ${t.pid}, port ${t.port}) left by an earlier npm start`);
   }
-  return { previous, notes };
+  return notes;
 }
