@@ -71,6 +71,12 @@ const envSchema = z.object({
    * ~0.2 MiB; an evicted one is replayed from its history when it wakes (docs/benchmarks.md).
    */
   WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().positive().optional(),
+  /**
+   * How long a workflow task waits on a worker's own (sticky) queue before any worker may take
+   * it. After a worker dies, its waiting workflows' next tasks wait this long: the SDK's 10 s
+   * made the first verification click after a crash miss its 8 s deadline (docs/benchmarks.md).
+   */
+  WORKER_STICKY_QUEUE_TIMEOUT: duration.default(2_000),
 
   /** true: every rate limit is off. For load tests and benchmarks only. */
   RATE_LIMIT_DISABLED: bool.default(false),
@@ -157,6 +163,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       revealExisting: e.SIGNUP_REVEAL_EXISTING,
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
-    worker: { metricsPort: e.WORKER_METRICS_PORT, sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS, maxCachedWorkflows: e.WORKER_MAX_CACHED_WORKFLOWS },
+    worker: { metricsPort: e.WORKER_METRICS_PORT, sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS, maxCachedWorkflows: e.WORKER_MAX_CACHED_WORKFLOWS, stickyQueueTimeoutMs: e.WORKER_STICKY_QUEUE_TIMEOUT },
   };
 }

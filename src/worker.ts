@@ -35,6 +35,7 @@ export async function createWorker({ config, db, log, connection, keys, workflow
     dataConverter: dataConverter(keys),
     // On SIGTERM, running activities get this long to finish before they are cancelled.
     shutdownGraceTime: '20s',
+    stickyQueueScheduleToStartTimeout: config.worker.stickyQueueTimeoutMs,
     ...(config.worker.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: config.worker.maxCachedWorkflows } : {}),
     interceptors: { workflowModules: [workflowInterceptorsPath()], activity: [requestIdActivityInterceptor] },
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
