@@ -15,12 +15,14 @@ import { z } from 'zod';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { Db } from '../db';
+import type { Logger } from '../logger';
 import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash, upstreamStatus, userExists } from '../db/users';
 import { dummyVerify, hashPassword, MAX_PASSWORD_BYTES, passwordTooLong, verifyPassword } from '../passwords';
 import { createTmcUser, INTERACTIVE_DEADLINE_MS } from '../temporal/starters';
 import { TmcError, type TmcClient } from '../tmc';
 import { usersCreated } from '../metrics';
 import { ApiError } from './errors';
+import { authenticateFailures } from './rateLimit';
 import { requireTmcSecret } from './tmcAuth';
 import { jsonBody, parse } from './validation';
 
@@ -29,6 +31,7 @@ export interface TmcServerDeps {
   db: Db;
   temporal: Client;
   tmc: TmcClient;
+  log: Logger;
 }
 
 const password = z
@@ -52,7 +55,10 @@ export const upstreamIdParam = z
   .transform(Number)
   .pipe(int32);
 
-export function tmcServerRoutes({ config, db, temporal, tmc }: TmcServerDeps): Router {
+export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDeps): Router {
+  // Failed authenticates per user (README, "Rate limits"); off with the other limits.
+  const failures = config.rateLimit.disabled ? undefined : authenticateFailures({ db, log });
+
   /**
    * POST `/api/v0/tmc-server/users/create`
    *
@@ -76,12 +82,18 @@ export function tmcServerRoutes({ config, db, temporal, tmc }: TmcServerDeps): R
    * POST `/api/v0/tmc-server/users/authenticate`
    *
    * Returns bare `true` if the user has a password and it matches, else `false`. Unknown users
-   * cost a dummy verification, so timing does not reveal who exists.
+   * cost a dummy verification, so timing does not reveal who exists. After 10 failed attempts
+   * for one user id in 5 minutes the answer is 429 until the window passes; successes are not
+   * counted (and clear the count), and nothing is counted before the secret and the body pass.
    */
   async function authenticate(ctx: Context) {
     const body = parse(loginRequest, jsonBody(ctx));
-    const hash = await findLoginHash(db, body.user_id);
-    ctx.body = hash === undefined ? await dummyVerify(body.password) : await verifyPassword(hash, body.password);
+    const verify = async () => {
+      const hash = await findLoginHash(db, body.user_id);
+      return hash === undefined ? dummyVerify(body.password) : verifyPassword(hash, body.password);
+    };
+    const ok = failures ? await failures.guard(ctx, body.user_id, verify) : await verify();
+    if (ok !== undefined) ctx.body = ok;
   }
 
   /**
