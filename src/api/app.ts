@@ -12,7 +12,7 @@ import type { Db } from '../db';
 import type { Logger } from '../logger';
 import type { TmcClient } from '../tmc';
 import { httpDuration, httpRequests, registry } from '../metrics';
-import { withRequestId } from '../requestContext';
+import { REQUEST_ID_HEADER, withRequestId } from '../requestContext';
 import { ApiError, errorBody, errorHandler } from './errors';
 import type { PayloadCodec } from '@temporalio/common';
 import { codecRoutes } from './codec';
@@ -38,12 +38,18 @@ export interface AppDeps {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * The request's id: a valid incoming `X-Request-Id`, else a valid `request-id` (the header
+ * headless-lms uses), else a new UUID. Sent back in both headers on every response: tmc-server
+ * logs `request-id` on every failed call.
+ */
 function requestContext(log: Logger) {
   return async (ctx: Context, next: Next) => {
-    const incoming = ctx.get('x-request-id');
-    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    const incoming = [ctx.get('x-request-id'), ctx.get(REQUEST_ID_HEADER)].find((id) => REQUEST_ID.test(id));
+    const requestId = incoming ?? randomUUID();
     ctx.state.requestId = requestId;
     ctx.set('X-Request-Id', requestId);
+    ctx.set(REQUEST_ID_HEADER, requestId);
     const started = process.hrtime.bigint();
     try {
       await withRequestId(requestId, next);

@@ -473,7 +473,7 @@ export function openApiDocument(options: { codec: boolean }) {
       title: 'tmc-durable-accounts',
       version: '0.1.0',
       description:
-        "A durable account service: a drop-in replacement for headless-lms's TMC user endpoints (`/api/v0/tmc-server/…`) and self-service signup with email verification. Every response carries `X-Request-Id` (a valid incoming `X-Request-Id` is reused). Every error, whatever the status, has the `Error` shape, except 429 (`RateLimited`).",
+        "A durable account service: a drop-in replacement for headless-lms's TMC user endpoints (`/api/v0/tmc-server/…`) and self-service signup with email verification. Every response carries the request's id in both `X-Request-Id` and `request-id` (as headless-lms sends it); a valid incoming `X-Request-Id`, else `request-id`, is reused. Every error, whatever the status, has the `Error` shape, except 429 (`RateLimited`).",
     },
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
     tags: [
