@@ -1,9 +1,8 @@
 /**
- * The Koa application: request ids and access logs, the one error handler, the JSON body
- * parser, and the routers. Built from explicit dependencies so tests can run several at once.
+ * The Koa application: request ids and access logs, the one error handler, the strict JSON
+ * body parser, and the routers. Built from explicit dependencies so tests can run several at once.
  */
 import { randomUUID } from 'node:crypto';
-import bodyParser from '@koa/bodyparser';
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import type { Client } from '@temporalio/client';
@@ -16,6 +15,7 @@ import { REQUEST_ID_HEADER, withRequestId } from '../requestContext';
 import { ApiError, errorBody, errorHandler } from './errors';
 import type { PayloadCodec } from '@temporalio/common';
 import { codecRoutes } from './codec';
+import { jsonBodyParser } from './jsonBody';
 import { openApiRoutes } from './openapi';
 import { rateLimits } from './rateLimit';
 import { signupRoutes } from './signups';
@@ -126,17 +126,8 @@ export function createApp(deps: AppDeps): Koa {
     if (encoding !== '' && encoding !== 'identity') throw new ApiError(415, 'Compressed request bodies are not accepted.');
     await next();
   });
-  app.use(
-    bodyParser({
-      enableTypes: ['json'],
-      jsonLimit: deps.config.http.maxBodyBytes,
-      // Any JSON value is parsed; the schemas then say what is wrong with it.
-      jsonStrict: false,
-      onError: (err) => {
-        throw err;
-      },
-    }),
-  );
+  // Strict JSON, as headless-lms parses it: duplicate keys and lone surrogates are a 400.
+  app.use(jsonBodyParser({ limit: deps.config.http.maxBodyBytes }));
   if (!deps.config.rateLimit.disabled) {
     app.use(rateLimits({ db: deps.db, log: deps.log, tmcSecret: deps.config.tmc.sharedSecret, exemptTmc: deps.config.rateLimit.exemptTmc }));
   }

@@ -56,7 +56,7 @@ export function errorBody(status: number, message: string, data: unknown = null)
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
 
-  // Body parser errors (co-body / raw-body) carry an HTTP status of their own.
+  // Body reading errors (raw-body) carry an HTTP status of their own.
   const e = err as { status?: unknown; type?: unknown; expose?: unknown };
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
     if (e.status === 413) return new ApiError(413, 'The request body is too large.');
