@@ -20,6 +20,7 @@ import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash, upstreamStat
 import { dummyVerify, hashPassword, MAX_PASSWORD_BYTES, passwordTooLong, verifyPassword } from '../passwords';
 import { createTmcUser, INTERACTIVE_DEADLINE_MS } from '../temporal/starters';
 import { TmcError, type TmcClient } from '../tmc';
+import { ANSWER_MARGIN_MS } from '../workflows/shared';
 import { usersCreated } from '../metrics';
 import { ApiError } from './errors';
 import { authenticateFailures } from './rateLimit';
@@ -133,10 +134,12 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    * Returns the `User` for a TMC id, creating it from TMC's data, without a password, if missing.
    */
   async function userByUpstreamId(ctx: Context) {
+    const deadline = Date.now() + INTERACTIVE_DEADLINE_MS;
     const upstreamId = parse(upstreamIdParam, ctx.params.id, 'upstream id');
     let tmcUser;
     try {
-      tmcUser = await tmc.getUser(upstreamId);
+      // Give up on TMC in time to answer within the deadline, with a 504 that names TMC.
+      tmcUser = await tmc.getUser(upstreamId, { timeoutMs: deadline - Date.now() - ANSWER_MARGIN_MS });
     } catch (err) {
       throw tmcFailure(err);
     }
@@ -170,5 +173,6 @@ function tmcFailure(err: unknown): unknown {
   if (!(err instanceof TmcError)) return err;
   if (err.kind === 'not_found') return new ApiError(404, 'The user was not found in TMC.');
   if (err.kind === 'unauthorized') return new ApiError(502, "TMC refused this service's access token.");
+  if (err.kind === 'timeout') return new ApiError(504, 'TMC did not answer in time.');
   return new ApiError(502, 'TMC is unavailable.');
 }

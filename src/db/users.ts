@@ -103,6 +103,49 @@ export async function getOrCreateUserFromTmc(
   }
 }
 
+// ---- Abandoned attempts --------------------------------------------------------------------
+//
+// The create workflow's interactive step runs with a deadline. When the workflow gives up on an
+// attempt (its timeout passed, or it was cancelled), that attempt may still be running in some
+// worker and could commit the user and the hash after the workflow has decided there is none,
+// leaving a password that TMC is never told about. So each attempt carries a token; the
+// workflow, before deciding, records the token as abandoned; and the attempt's transaction
+// checks the token before it commits. Both hold the same per-user advisory lock, so either the
+// attempt committed first (and the workflow finds its rows) or it sees the fence and rolls back.
+
+/** Serializes create transactions and fences of one TMC user, until the transaction ends. */
+export async function lockTmcUser(trx: Knex.Transaction, upstreamId: number): Promise<void> {
+  await trx.raw('SELECT pg_advisory_xact_lock(?, ?)', [TMC_USER_LOCK_CLASS, upstreamId]);
+}
+
+/** 'tmcu' as an int4: the advisory-lock namespace of TMC user creation. */
+const TMC_USER_LOCK_CLASS = 0x746d6375;
+
+/** True if the workflow has given up on `attempt`; call under lockTmcUser. */
+export async function isAttemptAbandoned(trx: Knex.Transaction, attempt: string): Promise<boolean> {
+  return (await trx('tmc_abandoned_attempts').where({ attempt }).first('attempt')) !== undefined;
+}
+
+/**
+ * Records `attempt` as given up, so it can no longer commit, and returns the user with a live
+ * password that any earlier attempt committed, if there is one. Idempotent.
+ */
+export async function abandonAttempt(db: Knex, upstreamId: number, attempt: string): Promise<User | undefined> {
+  return db.transaction(async (trx) => {
+    await lockTmcUser(trx, upstreamId);
+    await trx.raw('INSERT INTO tmc_abandoned_attempts (attempt, upstream_id) VALUES (?, ?) ON CONFLICT DO NOTHING', [attempt, upstreamId]);
+    // Fences outlive their attempts by far (an attempt runs for seconds); a day is plenty.
+    await trx.raw("DELETE FROM tmc_abandoned_attempts WHERE created_at < now() - interval '1 day'");
+    const row = await trx('users as u')
+      .join('user_passwords as p', 'p.user_id', 'u.id')
+      .where('u.upstream_id', upstreamId)
+      .whereNull('u.deleted_at')
+      .whereNull('p.deleted_at')
+      .first<UserRow | undefined>(USER_COLUMNS.map((c) => `u.${c}`));
+    return row ? toUser(row) : undefined;
+  });
+}
+
 /** Sets the user's password hash, replacing any earlier one. */
 export async function upsertPasswordHash(db: Knex, userId: string, passwordHash: string): Promise<void> {
   await db.raw(
