@@ -21,8 +21,11 @@ export const tmcUserSchema = z.object({
 
 export type TmcUser = z.infer<typeof tmcUserSchema>;
 
-/** Why a TMC call failed. `not_found` and `unauthorized` are answers; `unavailable` is transient. */
-export type TmcErrorKind = 'not_found' | 'unauthorized' | 'unavailable' | 'bad_response';
+/**
+ * Why a TMC call failed. `not_found` and `unauthorized` are answers; `unavailable` (an error
+ * status or no connection) and `timeout` (no answer within the call's time) are transient.
+ */
+export type TmcErrorKind = 'not_found' | 'unauthorized' | 'unavailable' | 'timeout' | 'bad_response';
 
 export class TmcError extends Error {
   override name = 'TmcError';
@@ -42,12 +45,20 @@ export interface TmcClientOptions {
   timeoutMs: number;
 }
 
+/** Bounds for one call, besides the client's own TMC_REQUEST_TIMEOUT (the shorter wins). */
+export interface TmcCallOptions {
+  /** Give up after this many ms: a TmcError of kind `timeout`. */
+  timeoutMs?: number;
+  /** Abort the call (e.g. the activity was cancelled); the fetch is aborted, not left running. */
+  signal?: AbortSignal;
+}
+
 export class TmcClient {
   constructor(private readonly options: TmcClientOptions) {}
 
   /** GET /api/v8/users/{upstream_id}?show_user_fields=1 */
-  async getUser(upstreamId: number): Promise<TmcUser> {
-    const res = await this.request('GET', `/api/v8/users/${upstreamId}?show_user_fields=1`);
+  async getUser(upstreamId: number, call: TmcCallOptions = {}): Promise<TmcUser> {
+    const res = await this.request('GET', `/api/v8/users/${upstreamId}?show_user_fields=1`, undefined, call);
     let body: unknown;
     try {
       body = await res.json();
@@ -62,33 +73,38 @@ export class TmcClient {
   }
 
   /** POST /api/v8/users/{upstream_id}/set_password_managed_by_courses_mooc_fi; any 2xx is success. */
-  async setPasswordManagedHere(upstreamId: number, userId: string): Promise<void> {
+  async setPasswordManagedHere(upstreamId: number, userId: string, call: TmcCallOptions = {}): Promise<void> {
     const res = await this.request(
       'POST',
       `/api/v8/users/${upstreamId}/set_password_managed_by_courses_mooc_fi`,
       { courses_mooc_fi_user_id: userId.toLowerCase() },
+      call,
     );
     await res.body?.cancel();
   }
 
-  private async request(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Response> {
+  private async request(method: 'GET' | 'POST', path: string, body: unknown, call: TmcCallOptions): Promise<Response> {
     const headers: Record<string, string> = {
       Accept: 'application/json',
       'RATELIMIT-PROTECTION-SAFE-API-KEY': this.options.ratelimitApiKey,
       Authorization: `Bearer ${this.options.accessToken}`,
     };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const timeoutMs = Math.max(0, Math.min(this.options.timeoutMs, call.timeoutMs ?? Infinity));
+    const timeout = AbortSignal.timeout(timeoutMs);
     let res: Response;
     try {
       res = await fetch(`${this.options.baseUrl}${path}`, {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.options.timeoutMs),
+        signal: call.signal ? AbortSignal.any([timeout, call.signal]) : timeout,
       });
     } catch (err) {
-      const reason = err instanceof Error && err.name === 'TimeoutError' ? 'timed out' : 'could not be reached';
-      throw new TmcError('unavailable', `TMC ${reason} (${method} ${path.split('?')[0]})`);
+      const where = `${method} ${path.split('?')[0]}`;
+      if (timeout.aborted) throw new TmcError('timeout', `TMC did not answer within ${timeoutMs} ms (${where})`);
+      if (call.signal?.aborted) throw new TmcError('unavailable', `TMC call abandoned (${where})`);
+      throw new TmcError('unavailable', `TMC could not be reached (${where})`);
     }
     if (res.ok) return res;
     await res.body?.cancel();

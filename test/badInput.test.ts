@@ -1,6 +1,6 @@
 import { Agent, request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SECRET, startHarness, type Harness } from './support/harness';
+import { CODEC_TOKEN, SECRET, startHarness, type Harness } from './support/harness';
 
 let h: Harness;
 beforeAll(async () => {
@@ -175,5 +175,80 @@ describe('bad input gets a 400 with the error JSON and writes nothing', () => {
     const wrong = await h.request('GET', '/api/v0/tmc-server/users/create', { headers: { authorization: SECRET } });
     expect(wrong.status).toBe(405);
     expect(wrong.body).toMatchObject({ title: 'Method Not Allowed', source: null });
+  });
+});
+
+describe('JSON that headless-lms (serde) refuses is refused here too, on every endpoint', () => {
+  // Every route that reads a JSON body, with a valid body for it: each case below spoils it.
+  const routes: Array<[string, Record<string, string>, string]> = [
+    ['/api/v0/tmc-server/users/create', auth, `{"upstream_id": 3000, "password": "PW"}`],
+    ['/api/v0/tmc-server/users/authenticate', auth, `{"user_id": "${UUID}", "password": "PW"}`],
+    ['/api/v0/tmc-server/users/change-password', auth, `{"user_id": "${UUID}", "old_password": "PW", "new_password": "PW"}`],
+    ['/api/v0/signups', { 'content-type': 'application/json' }, `{"tenant": "default", "email": "surrogate@example.org", "display_name": "PW", "password": "PW"}`],
+    ['/api/v0/signups/resend', { 'content-type': 'application/json' }, `{"tenant": "default", "email": "resend@example.org", "note": "PW"}`],
+    ['/codec/encode', { 'content-type': 'application/json', authorization: `Bearer ${CODEC_TOKEN}` }, `{"payloads": [{"metadata": {"PW": "AAAA"}}], "note": 1}`],
+  ];
+  const spoilers: Array<[string, (valid: string) => string]> = [
+    ['a lone high surrogate', (v) => v.replaceAll('PW', 'a\\ud800b')],
+    ['a lone low surrogate', (v) => v.replaceAll('PW', 'a\\udfffb')],
+    ['a high surrogate at the end of a string', (v) => v.replaceAll('PW', 'ab\\uD83D')],
+    ['two high surrogates', (v) => v.replaceAll('PW', '\\ud83d\\ud83d')],
+    ['a lone surrogate in an unknown field', (v) => v.replace(/^\{/, '{"extra": "\\udc00", ')],
+    ['a lone surrogate in a key', (v) => v.replace(/^\{/, '{"\\ud800": 1, ')],
+    ['a duplicate key', (v) => v.replace(/^\{/, '{"zz": 1, "zz": 2, ')],
+    ['the first key twice', (v) => v.replace(/^\{("[a-z_]+": [^,]+), /, '{$1, $1, ')],
+    ['a key twice, once escaped', (v) => v.replace(/^\{/, '{"zz": 1, "\\u007az": 2, ')],
+    ['a duplicate key in a nested object', (v) => v.replace(/^\{/, '{"extra": [{"k": 1, "k": 1}], ')],
+  ];
+
+  it.each(routes)('%s accepts the valid body the cases spoil', async (path, headers, valid) => {
+    const res = await h.request('POST', path, { raw: valid.replaceAll('PW', 'pw\u00e9\ud83d\ude00-a-valid-one'), headers });
+    expect(res.status, res.text).not.toBe(400);
+  });
+
+  for (const [name, spoil] of spoilers) {
+    it.each(routes)(`%s: 400 with the error JSON for ${name}`, async (path, headers, valid) => {
+      const raw = spoil(valid);
+      expect(raw).not.toBe(valid);
+      const res = await h.request('POST', path, { raw, headers });
+      expect(res.status, raw).toBe(400);
+      expect(res.body).toMatchObject({ title: 'Bad Request', source: null });
+      expect(res.body.message).toMatch(/lone UTF-16 surrogate|more than once/);
+    });
+  }
+
+  it('refuses a body that is not UTF-8 (a surrogate encoded as bytes, an overlong form, a stray byte)', async () => {
+    for (const bad of [Buffer.from([0xed, 0xa0, 0x80]), Buffer.from([0xc0, 0xaf]), Buffer.from([0xff])]) {
+      const body = Buffer.concat([Buffer.from(`{"user_id": "${UUID}", "password": "a`), bad, Buffer.from('b"}')]);
+      const res = await fetch(`${h.api.url}/api/v0/tmc-server/users/authenticate`, { method: 'POST', headers: auth, body });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ title: 'Bad Request', message: 'The request body is not valid UTF-8.', source: null });
+    }
+  });
+
+  it('keeps "a\\ufffdb" a password of its own: a lone surrogate no longer authenticates as it', async () => {
+    h.tmc.addUser({ id: 3001 });
+    const created = await h.request('POST', '/api/v0/tmc-server/users/create', { raw: '{"upstream_id": 3001, "password": "a\\ufffdb"}', headers: auth });
+    expect(created.status).toBe(200);
+    const userId = created.body.user.id as string;
+    const login = (password: string) => h.request('POST', '/api/v0/tmc-server/users/authenticate', { raw: `{"user_id": "${userId}", "password": "${password}"}`, headers: auth });
+    expect((await login('a\\ufffdb')).text).toBe('true');
+    expect((await login('a\\udfffb')).status).toBe(400);
+    expect((await login('a\\ud800b')).status).toBe(400);
+  });
+
+  it('refuses the password key twice (the last one used to win) and writes nothing', async () => {
+    h.tmc.addUser({ id: 3002 });
+    const res = await h.request('POST', '/api/v0/tmc-server/users/create', { raw: '{"upstream_id": 3002, "password": "first", "password": "second"}', headers: auth });
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual({ title: 'Bad Request', message: 'The request body has the key "password" more than once in one object.', source: null, data: null });
+    expect(await h.db('users').where({ upstream_id: 3002 }).first()).toBeUndefined();
+  });
+
+  it('still parses deeply nested JSON without overflowing the stack (400 from the schema, not 500)', async () => {
+    const deep = `{"user_id": "${UUID}", "password": "x", "extra": ${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+    const res = await h.request('POST', '/api/v0/tmc-server/users/authenticate', { raw: deep, headers: auth });
+    expect(res.status).toBe(200);
+    expect(res.body).toBe(false);
   });
 });

@@ -7,8 +7,8 @@
  * - Histories made by this run replay too, so every code path exercised here is deterministic.
  * - test/histories/v1-*.json come from before LOCAL_INTERACTIVE_PATCH (tmcUserWorkflow) and
  *   LOCAL_CANDIDATE_PATCH (signupWorkflow), v2-signup-*.json from before LOCAL_MAIL_PATCH
- *   (signupWorkflow); they must keep replaying, through the unpatched paths, until those patches
- *   are deprecated.
+ *   (signupWorkflow), v2-tmcUser-*.json from before RECONCILE_PATCH (tmcUserWorkflow); they must
+ *   keep replaying, through the unpatched paths, until those patches are deprecated.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -45,6 +45,13 @@ beforeAll(async () => {
   await h.client.workflow.getHandle(tmcUserWorkflowId(9002)).result();
   h.tmc.notifyStatus = undefined;
 
+  // tmcUserWorkflow: TMC fails the user fetch, so the step fails and is fenced (RECONCILE_PATCH).
+  h.tmc.addUser({ id: 9003 });
+  h.tmc.fetchStatus = 500;
+  await h.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: 9003, password: 'never stored' });
+  await h.client.workflow.getHandle(tmcUserWorkflowId(9003)).result();
+  h.tmc.fetchStatus = undefined;
+
   // signupWorkflow: resend, then verified.
   await h.request('POST', '/api/v0/signups', { body: { tenant: 'default', email: 'replay-active@example.org', display_name: 'R', password: 'password1' } });
   await eventually(() => h.mail.to('replay-active@example.org').length === 1);
@@ -66,6 +73,7 @@ beforeAll(async () => {
   const runs: Array<[string, string]> = [
     ['tmcUser-created-notified', tmcUserWorkflowId(9001)],
     ['tmcUser-notify-404', tmcUserWorkflowId(9002)],
+    ['tmcUser-fetch-failed', tmcUserWorkflowId(9003)],
     ['signup-resend-verified', signupWorkflowId(active.user_id)],
     ['signup-cancelled', signupWorkflowId(cancelled.user_id)],
   ];
@@ -91,13 +99,17 @@ describe('workflow replay', () => {
   });
 
   it("replays this run's own histories", async () => {
-    expect(fresh).toHaveLength(4);
+    expect(fresh).toHaveLength(5);
     for (const { name, json } of fresh) {
       await expect(Worker.runReplayHistory(replayOptions(), historyFromJSON(JSON.parse(json)), name), name).resolves.toBeUndefined();
     }
   });
 
   it('replays runs from before the patch through the old path, and new runs through the patched one', async () => {
+    const scheduledIn = (json: string) =>
+      (JSON.parse(json).events as Array<Record<string, any>>).filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes.activityType.name as string);
+    const markersIn = (json: string) =>
+      (JSON.parse(json).events as Array<Record<string, any>>).filter((e) => e.eventType === 'EVENT_TYPE_MARKER_RECORDED').map((e) => e.markerRecordedEventAttributes.markerName as string);
     const v1 = readdirSync(DIR).filter((f) => f.startsWith('v1-tmcUser-'));
     expect(v1).toHaveLength(2);
     for (const file of v1) {
@@ -105,15 +117,18 @@ describe('workflow replay', () => {
       expect(text).toContain('"fetchTmcUser"');
       expect(text).not.toContain('EVENT_TYPE_MARKER_RECORDED');
     }
+    // Before RECONCILE_PATCH: one patch marker; now two, and a failed step is fenced.
+    const v2 = readdirSync(DIR).filter((f) => f.startsWith('v2-tmcUser-'));
+    expect(v2).toHaveLength(2);
+    for (const file of v2) expect(markersIn(readFileSync(path.join(DIR, file), 'utf8')).filter((m) => m === 'core_patch')).toHaveLength(1);
+    const failed = fresh.find((f) => f.name === 'tmcUser-fetch-failed')!.json;
+    expect(markersIn(failed).filter((m) => m === 'core_patch')).toHaveLength(2);
+    expect(scheduledIn(failed)).toEqual(['settleAbandonedAttempt']);
     const created = fresh.find((f) => f.name === 'tmcUser-created-notified')!.json;
     expect(created).toContain('EVENT_TYPE_MARKER_RECORDED'); // the patch marker and the local activity's
     expect(created).not.toContain('"fetchTmcUser"');
     expect(created).toContain('"recordTmcNotification"');
 
-    const scheduledIn = (json: string) =>
-      (JSON.parse(json).events as Array<Record<string, any>>).filter((e) => e.activityTaskScheduledEventAttributes).map((e) => e.activityTaskScheduledEventAttributes.activityType.name as string);
-    const markersIn = (json: string) =>
-      (JSON.parse(json).events as Array<Record<string, any>>).filter((e) => e.eventType === 'EVENT_TYPE_MARKER_RECORDED').map((e) => e.markerRecordedEventAttributes.markerName as string);
     const signupFiles = (prefix: string) => readdirSync(DIR).filter((f) => f.startsWith(prefix)).map((f) => readFileSync(path.join(DIR, f), 'utf8'));
     expect(signupFiles('v1-signup-')).toHaveLength(2);
     for (const json of signupFiles('v1-signup-')) expect(scheduledIn(json)).toContain('createCandidate'); // a regular activity then

@@ -66,6 +66,54 @@ describe.each(endpoints)('%s %s authorization', (method, path, body) => {
   });
 });
 
+describe('request ids', () => {
+  const UUIDISH = /^[0-9a-f-]{36}$/;
+
+  it('sends request-id, as headless-lms does, and X-Request-Id on every response, errors included', async () => {
+    const answers = [
+      await h.tmcRequest('GET', '/api/v0/tmc-server/users-by-upstream-id/1/status'), // 200
+      await h.request('POST', '/api/v0/tmc-server/users/authenticate', { body: {} }), // 401
+      await h.tmcRequest('POST', '/api/v0/tmc-server/users/authenticate', { user_id: 'nope' }), // 400
+      await h.request('GET', '/api/v0/nowhere'), // 404
+      await h.request('GET', '/healthz'),
+    ];
+    expect(answers.map((a) => a.status)).toEqual([200, 401, 400, 404, 200]);
+    for (const a of answers) {
+      expect(a.headers.get('request-id')).toMatch(UUIDISH);
+      expect(a.headers.get('x-request-id')).toBe(a.headers.get('request-id'));
+    }
+    expect(new Set(answers.map((a) => a.headers.get('request-id'))).size).toBe(answers.length);
+  });
+
+  it('takes an incoming request-id as the request id, as it takes X-Request-Id', async () => {
+    const mine = await h.request('POST', '/api/v0/tmc-server/users/authenticate', { body: {}, headers: { 'request-id': 'tmc-req-1' } });
+    expect(mine.headers.get('request-id')).toBe('tmc-req-1');
+    expect(mine.headers.get('x-request-id')).toBe('tmc-req-1');
+    const both = await h.request('GET', '/healthz', { headers: { 'request-id': 'from-request-id', 'x-request-id': 'from-x-request-id' } });
+    expect(both.headers.get('request-id')).toBe('from-x-request-id');
+    // An unusable id (spaces, too long) is replaced, not echoed.
+    const bad = await h.request('GET', '/healthz', { headers: { 'request-id': 'has spaces in it' } });
+    expect(bad.headers.get('request-id')).toMatch(UUIDISH);
+    const logged = h.logLines.map((l) => JSON.parse(l) as { requestId?: string; status?: number }).find((l) => l.requestId === 'tmc-req-1');
+    expect(logged?.status).toBe(401);
+  });
+
+  it("sends both on the answers Node's HTTP parser gives (oversized headers)", async () => {
+    const url = new URL(h.api.url);
+    const headers = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const req = httpRequest({ host: url.hostname, port: url.port, path: '/healthz', headers: { 'x-big': 'h'.repeat(20_000) } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode, ...res.headers }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(headers.status).toBe(431);
+    expect(headers['request-id']).toMatch(UUIDISH);
+    expect(headers['x-request-id']).toBe(headers['request-id']);
+  });
+});
+
 describe('configuration', () => {
   it('refuses to start without the shared secret', async () => {
     expect(() => loadConfig({})).toThrow(/TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: is required/);

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeOptionalFailureToOptionalError } from '@temporalio/common/lib/internal-non-workflow';
+import { randomUUID } from 'node:crypto';
+import { getOrCreateUserFromTmc } from '../src/db/users';
 import { verifyPassword } from '../src/passwords';
 import { tmcUserWorkflowId } from '../src/workflows/shared';
 import { historyText } from './support/history';
@@ -111,6 +113,48 @@ describe('POST /api/v0/tmc-server/users/create', () => {
     await eventually(() => h.tmc.notificationsFor(upstreamId).length >= 1);
     await new Promise((r) => setTimeout(r, 1_000));
     expect(h.tmc.notificationsFor(upstreamId)).toHaveLength(1);
+  });
+
+  it("resolves primary-key conflicts of concurrent get-or-creates (TMC's courses_mooc_fi_user_id) to the winner's row", async () => {
+    // Straight at the query, many rounds, so that the narrow window (both inserts past their
+    // check of the upstream_id index, neither yet in the primary key's) is hit.
+    for (let round = 0; round < 40; round++) {
+      const upstreamId = nextId++;
+      const tmcUser = { id: upstreamId, username: 'racer', email: 'racer@example.org', courses_mooc_fi_user_id: randomUUID() };
+      const results = await Promise.allSettled(Array.from({ length: 10 }, () => h.db.transaction((trx) => getOrCreateUserFromTmc(trx, tmcUser))));
+      const rejected = results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason));
+      expect(rejected, `round ${round}`).toEqual([]);
+      const users = results.map((r) => (r as PromiseFulfilledResult<{ user: { id: string }; created: boolean }>).value);
+      expect(new Set(users.map((u) => u.user.id))).toEqual(new Set([tmcUser.courses_mooc_fi_user_id]));
+      expect(users.filter((u) => u.created)).toHaveLength(1);
+      expect(await h.db('user_details').where({ user_id: tmcUser.courses_mooc_fi_user_id })).toHaveLength(1);
+    }
+  });
+
+  it('never answers 500 when users-by-upstream-id calls and creates race for one user whose id TMC supplies', async () => {
+    for (let round = 0; round < 3; round++) {
+      const upstreamId = nextId++;
+      const id = randomUUID();
+      h.tmc.addUser({ id: upstreamId, courses_mooc_fi_user_id: id });
+      const answers = await Promise.all([
+        ...Array.from({ length: 8 }, () => h.tmcRequest('GET', `/api/v0/tmc-server/users-by-upstream-id/${upstreamId}`)),
+        ...Array.from({ length: 3 }, (_, i) => create(upstreamId, `racing password ${i}`)),
+      ]);
+      expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
+      expect(new Set(answers.map((a) => (a.body.user ?? a.body).id))).toEqual(new Set([id]));
+    }
+  });
+
+  it("gives a new id when TMC's courses_mooc_fi_user_id belongs to a deleted user", async () => {
+    const upstreamId = nextId++;
+    const id = randomUUID();
+    await h.db('users').insert({ id, upstream_id: upstreamId, email_domain: 'example.org', deleted_at: new Date() });
+    h.tmc.addUser({ id: upstreamId, courses_mooc_fi_user_id: id });
+    const res = await create(upstreamId, 'after deletion');
+    expect(res.status).toBe(200);
+    expect(res.body.user.id).not.toBe(id);
+    expect(res.body.user.upstream_id).toBe(upstreamId);
+    expect((await authenticate(res.body.user.id, 'after deletion')).body).toBe(true);
   });
 
   it('keeps the plaintext password out of the workflow history (the hash is there)', async () => {

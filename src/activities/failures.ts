@@ -11,6 +11,8 @@ export function asActivityFailure(err: unknown): unknown {
         return ApplicationFailure.create({ type: FailureType.TmcUserNotFound, message: err.message, nonRetryable: true });
       case 'unauthorized':
         return ApplicationFailure.create({ type: FailureType.TmcUnauthorized, message: err.message });
+      case 'timeout':
+        return ApplicationFailure.create({ type: FailureType.TmcTimeout, message: err.message });
       default:
         return ApplicationFailure.create({ type: FailureType.TmcUnavailable, message: err.message });
     }

@@ -1,9 +1,8 @@
 /**
- * The Koa application: request ids and access logs, the one error handler, the JSON body
- * parser, and the routers. Built from explicit dependencies so tests can run several at once.
+ * The Koa application: request ids and access logs, the one error handler, the strict JSON
+ * body parser, and the routers. Built from explicit dependencies so tests can run several at once.
  */
 import { randomUUID } from 'node:crypto';
-import bodyParser from '@koa/bodyparser';
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import type { Client } from '@temporalio/client';
@@ -12,10 +11,11 @@ import type { Db } from '../db';
 import type { Logger } from '../logger';
 import type { TmcClient } from '../tmc';
 import { httpDuration, httpRequests, registry } from '../metrics';
-import { withRequestId } from '../requestContext';
+import { REQUEST_ID_HEADER, withRequestId } from '../requestContext';
 import { ApiError, errorBody, errorHandler } from './errors';
 import type { PayloadCodec } from '@temporalio/common';
 import { codecRoutes } from './codec';
+import { jsonBodyParser } from './jsonBody';
 import { openApiRoutes } from './openapi';
 import { rateLimits } from './rateLimit';
 import { signupRoutes } from './signups';
@@ -38,12 +38,18 @@ export interface AppDeps {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * The request's id: a valid incoming `X-Request-Id`, else a valid `request-id` (the header
+ * headless-lms uses), else a new UUID. Sent back in both headers on every response: tmc-server
+ * logs `request-id` on every failed call.
+ */
 function requestContext(log: Logger) {
   return async (ctx: Context, next: Next) => {
-    const incoming = ctx.get('x-request-id');
-    const requestId = REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    const incoming = [ctx.get('x-request-id'), ctx.get(REQUEST_ID_HEADER)].find((id) => REQUEST_ID.test(id));
+    const requestId = incoming ?? randomUUID();
     ctx.state.requestId = requestId;
     ctx.set('X-Request-Id', requestId);
+    ctx.set(REQUEST_ID_HEADER, requestId);
     const started = process.hrtime.bigint();
     try {
       await withRequestId(requestId, next);
@@ -120,17 +126,8 @@ export function createApp(deps: AppDeps): Koa {
     if (encoding !== '' && encoding !== 'identity') throw new ApiError(415, 'Compressed request bodies are not accepted.');
     await next();
   });
-  app.use(
-    bodyParser({
-      enableTypes: ['json'],
-      jsonLimit: deps.config.http.maxBodyBytes,
-      // Any JSON value is parsed; the schemas then say what is wrong with it.
-      jsonStrict: false,
-      onError: (err) => {
-        throw err;
-      },
-    }),
-  );
+  // Strict JSON, as headless-lms parses it: duplicate keys and lone surrogates are a 400.
+  app.use(jsonBodyParser({ limit: deps.config.http.maxBodyBytes }));
   if (!deps.config.rateLimit.disabled) {
     app.use(rateLimits({ db: deps.db, log: deps.log, tmcSecret: deps.config.tmc.sharedSecret, exemptTmc: deps.config.rateLimit.exemptTmc }));
   }

@@ -5,6 +5,7 @@
  * error JSON of every other 4xx, and a lingering close: our side is shut for writing, and what the
  * client still sends is read and discarded for up to 2 s, so the answer is read before the close.
  */
+import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { errorBody } from './errors';
@@ -47,8 +48,10 @@ export function answerClientErrors(server: Server): void {
     // Both sides done (our answer flushed, the client's end read): close. Not before the answer
     // is flushed, or it is lost.
     socket.once('end', () => (socket.writableFinished ? socket.destroy() : socket.once('finish', () => socket.destroy())));
+    // A fresh request id, as on every other answer (the request's own headers were not read).
+    const requestId = randomUUID();
     socket.end(
-      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${head ? '' : body}`,
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\nrequest-id: ${requestId}\r\nConnection: close\r\n\r\n${head ? '' : body}`,
     );
     socket.resume();
   });

@@ -4,7 +4,7 @@
  * it here, in one place.
  */
 import type { Context, Next } from 'koa';
-import { ActivityFailure, ApplicationFailure, WorkflowUpdateFailedError } from '@temporalio/client';
+import { ActivityFailure, ApplicationFailure, TimeoutFailure, WorkflowUpdateFailedError } from '@temporalio/client';
 import { isDbUnavailable } from '../db';
 import type { Logger } from '../logger';
 import { isTemporalUnavailable } from '../temporal/client';
@@ -34,6 +34,7 @@ const TITLES: Record<number, string> = {
   500: 'Internal Server Error',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
+  504: 'Gateway Timeout',
 };
 
 /** An error whose status and message are meant for the caller. */
@@ -56,7 +57,7 @@ export function errorBody(status: number, message: string, data: unknown = null)
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
 
-  // Body parser errors (co-body / raw-body) carry an HTTP status of their own.
+  // Body reading errors (raw-body) carry an HTTP status of their own.
   const e = err as { status?: unknown; type?: unknown; expose?: unknown };
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {
     if (e.status === 413) return new ApiError(413, 'The request body is too large.');
@@ -75,10 +76,16 @@ export function toApiError(err: unknown): ApiError {
           return new ApiError(502, 'TMC refused this service\'s access token.');
         case FailureType.TmcUnavailable:
           return new ApiError(502, 'TMC is unavailable.');
+        case FailureType.TmcTimeout:
+          return new ApiError(504, 'TMC did not answer in time.');
         case FailureType.DatabaseUnavailable:
           return new ApiError(503, 'The database is unavailable.');
+        case FailureType.AttemptAbandoned:
+          return new ApiError(503, 'The operation did not finish in time; nothing was changed.');
       }
     }
+    // The interactive step ran out of time somewhere other than TMC (the database, a busy worker).
+    if (cause instanceof TimeoutFailure) return new ApiError(503, 'The operation did not finish in time; nothing was changed.');
     return new ApiError(500, 'The operation failed.');
   }
   if (isDbUnavailable(err)) return new ApiError(503, 'The database is unavailable.');

@@ -128,7 +128,7 @@ interface Response {
 }
 
 const ERROR_DESCRIPTIONS: Record<number, string> = {
-  400: 'Invalid input: malformed JSON, wrong types, missing fields, values out of range; `data.problems` lists each problem by field.',
+  400: 'Invalid input: malformed JSON (or JSON serde refuses: not UTF-8, a duplicate key, a lone surrogate), wrong types, missing fields, values out of range; `data.problems` lists each problem by field.',
   401: 'Missing or wrong credentials.',
   404: 'Not found.',
   409: 'Conflict.',
@@ -137,6 +137,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   415: 'The request body was not sent as JSON (`Content-Type: application/json`).',
   422: 'Unprocessable.',
   502: 'TMC failed or refused our access token.',
+  504: 'TMC did not answer its user fetch in time to answer within the 8 s deadline.',
   503: 'PostgreSQL or Temporal is unreachable; the service recovers by itself when they return.',
 };
 
@@ -197,7 +198,7 @@ function tmcServerPaths(): Record<string, PathItem> {
         requestBody: body(createUserRequest),
         responses: {
           200: { description: 'The user and its password are committed.', content: json(ref('CreateUserResponse')) },
-          ...errors(400, TMC_401, [404, 'TMC does not know the user.'], 413, 415, 502, 503),
+          ...errors(400, TMC_401, [404, 'TMC does not know the user.'], 413, 415, 502, 503, 504),
           ...DEFAULT,
         },
       },
@@ -248,7 +249,7 @@ function tmcServerPaths(): Record<string, PathItem> {
         parameters: [upstreamIdParameter],
         responses: {
           200: { description: 'The user.', content: json(ref('User')) },
-          ...errors([400, 'The id is not a 32-bit integer.'], TMC_401, [404, 'TMC does not know the user.'], 502, 503),
+          ...errors([400, 'The id is not a 32-bit integer.'], TMC_401, [404, 'TMC does not know the user.'], 502, 503, 504),
           ...DEFAULT,
         },
       },
@@ -473,7 +474,7 @@ export function openApiDocument(options: { codec: boolean }) {
       title: 'tmc-durable-accounts',
       version: '0.1.0',
       description:
-        "A durable account service: a drop-in replacement for headless-lms's TMC user endpoints (`/api/v0/tmc-server/…`) and self-service signup with email verification. Every response carries `X-Request-Id` (a valid incoming `X-Request-Id` is reused). Every error, whatever the status, has the `Error` shape, except 429 (`RateLimited`).",
+        "A durable account service: a drop-in replacement for headless-lms's TMC user endpoints (`/api/v0/tmc-server/…`) and self-service signup with email verification. Every response carries the request's id in both `X-Request-Id` and `request-id` (as headless-lms sends it); a valid incoming `X-Request-Id`, else `request-id`, is reused. Every error, whatever the status, has the `Error` shape, except 429 (`RateLimited`).",
     },
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
     tags: [

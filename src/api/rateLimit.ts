@@ -1,11 +1,18 @@
 /**
  * Rate limits on the endpoints worth guessing at: signup, resend, verify and authenticate, per
- * client IP and per identifier (tenant + email, or user id). Counters live in PostgreSQL
+ * client IP and per identifier (tenant + email). Counters live in PostgreSQL
  * (rate-limiter-flexible), so every API replica shares them. Over the limit the answer is 429
  * with Retry-After and headless-lms's body `{"error":"too_many_requests","retry_after_seconds":N}`.
  *
  * Calls carrying the TMC shared secret skip the per-IP limits when RATE_LIMIT_EXEMPT_TMC is on:
- * TMC calls from one address on behalf of every user. Per-user limits still apply to them.
+ * TMC calls from one address on behalf of every user.
+ *
+ * Authenticate's per-user limit is different (`authenticateFailures`): it counts **failed**
+ * verifications only, and is applied by the handler after the shared secret and the body have
+ * been checked. TMC calls authenticate on every login and on every HTTP-basic-auth API request
+ * and reads anything but a bare `true` as a wrong password, so a limit that counted successes
+ * would lock busy users out, and one counted before the secret check would let anyone on the
+ * network lock any user out.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, Next } from 'koa';
@@ -24,8 +31,11 @@ export const LIMITS = {
   signup: { ip: { points: 20, durationSeconds: 600 }, id: { points: 5, durationSeconds: 600 } },
   resend: { ip: { points: 20, durationSeconds: 600 }, id: { points: 5, durationSeconds: 600 } },
   verify: { ip: { points: 30, durationSeconds: 600 }, id: undefined },
-  authenticate: { ip: { points: 120, durationSeconds: 60 }, id: { points: 10, durationSeconds: 300 } },
+  authenticate: { ip: { points: 120, durationSeconds: 60 }, id: undefined },
 } satisfies Record<string, { ip: Limit; id: Limit | undefined }>;
+
+/** Failed authenticates per user id before the user is refused with 429; a success resets it. */
+export const AUTHENTICATE_FAILURES: Limit = { points: 10, durationSeconds: 300 };
 
 type Endpoint = keyof typeof LIMITS;
 
@@ -42,25 +52,75 @@ function identifierFor(endpoint: Endpoint, body: unknown): string | undefined {
   if ((endpoint === 'signup' || endpoint === 'resend') && typeof b.tenant === 'string' && typeof b.email === 'string') {
     return `${b.tenant}:${identifierOf(b.email)}`.slice(0, 300);
   }
-  if (endpoint === 'authenticate' && typeof b.user_id === 'string') return b.user_id.toLowerCase().slice(0, 64);
   return undefined;
 }
 
 /** Keys are hashed: identifiers (emails) stay out of the rate-limit table. */
 const keyOf = (value: string) => createHash('sha256').update(value).digest('base64url');
 
+const limiter = (db: Db, name: string, limit: Limit) =>
+  new RateLimiterPostgres({
+    storeClient: db,
+    storeType: 'knex',
+    tableName: 'rate_limits',
+    tableCreated: true,
+    keyPrefix: name,
+    points: limit.points,
+    duration: limit.durationSeconds,
+    clearExpiredByTimeout: false,
+  });
+
+/** Answers 429 with Retry-After and headless-lms's body. */
+function tooManyRequests(ctx: Context, msBeforeNext: number): void {
+  const retry = Math.max(1, Math.ceil(msBeforeNext / 1000));
+  ctx.status = 429;
+  ctx.set('Retry-After', String(retry));
+  ctx.body = { error: 'too_many_requests', retry_after_seconds: retry };
+}
+
+export interface AuthenticateFailures {
+  /**
+   * Runs `verify` for `userId` unless the user has used up AUTHENTICATE_FAILURES, in which case
+   * the answer is 429 and `verify` is not run. A `false` from `verify` counts one failure; a
+   * `true` clears the count. Returns the verification's result, or undefined when `ctx` was
+   * answered 429. If the store is unreachable the verification runs uncounted.
+   */
+  guard(ctx: Context, userId: string, verify: () => Promise<boolean>): Promise<boolean | undefined>;
+}
+
+/** The per-user limit on failed authenticates (see the module comment). */
+export function authenticateFailures(options: { db: Db; log: Logger }): AuthenticateFailures {
+  const failures = limiter(options.db, 'authenticate:failures', AUTHENTICATE_FAILURES);
+  const storeDown = (err: unknown) =>
+    options.log.warn({ err: { message: (err as Error).message } }, 'rate limiter unavailable; authenticate not counted');
+  return {
+    async guard(ctx, userId, verify) {
+      const key = keyOf(`authenticate:${userId.toLowerCase()}`);
+      let used = 0;
+      try {
+        const state = await failures.get(key);
+        used = state?.consumedPoints ?? 0;
+        if (state && used >= AUTHENTICATE_FAILURES.points) {
+          tooManyRequests(ctx, state.msBeforeNext);
+          return undefined;
+        }
+      } catch (err) {
+        storeDown(err);
+      }
+      const ok = await verify();
+      try {
+        if (!ok) await failures.penalty(key, 1);
+        else if (used > 0) await failures.delete(key);
+      } catch (err) {
+        storeDown(err);
+      }
+      return ok;
+    },
+  };
+}
+
 export function rateLimits(options: { db: Db; log: Logger; tmcSecret: string; exemptTmc: boolean }) {
-  const make = (name: string, limit: Limit) =>
-    new RateLimiterPostgres({
-      storeClient: options.db,
-      storeType: 'knex',
-      tableName: 'rate_limits',
-      tableCreated: true,
-      keyPrefix: name,
-      points: limit.points,
-      duration: limit.durationSeconds,
-      clearExpiredByTimeout: false,
-    });
+  const make = (name: string, limit: Limit) => limiter(options.db, name, limit);
   const limiters = Object.fromEntries(
     Object.entries(LIMITS).map(([endpoint, l]) => [endpoint, { ip: make(`${endpoint}:ip`, l.ip), id: l.id && make(`${endpoint}:id`, l.id) }]),
   ) as Record<Endpoint, { ip: RateLimiterPostgres; id: RateLimiterPostgres | undefined }>;
@@ -81,10 +141,7 @@ export function rateLimits(options: { db: Db; log: Logger; tmcSecret: string; ex
       if (id && identifier) await id.consume(keyOf(identifier));
     } catch (err) {
       if (err instanceof RateLimiterRes) {
-        const retry = Math.max(1, Math.ceil(err.msBeforeNext / 1000));
-        ctx.status = 429;
-        ctx.set('Retry-After', String(retry));
-        ctx.body = { error: 'too_many_requests', retry_after_seconds: retry };
+        tooManyRequests(ctx, err.msBeforeNext);
         return;
       }
       // The store is unreachable (PostgreSQL down): let the request through; it will get its

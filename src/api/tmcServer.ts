@@ -15,12 +15,15 @@ import { z } from 'zod';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { Db } from '../db';
+import type { Logger } from '../logger';
 import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash, upstreamStatus, userExists } from '../db/users';
 import { dummyVerify, hashPassword, MAX_PASSWORD_BYTES, passwordTooLong, verifyPassword } from '../passwords';
 import { createTmcUser, INTERACTIVE_DEADLINE_MS } from '../temporal/starters';
 import { TmcError, type TmcClient } from '../tmc';
+import { ANSWER_MARGIN_MS } from '../workflows/shared';
 import { usersCreated } from '../metrics';
 import { ApiError } from './errors';
+import { authenticateFailures } from './rateLimit';
 import { requireTmcSecret } from './tmcAuth';
 import { jsonBody, parse } from './validation';
 
@@ -29,6 +32,7 @@ export interface TmcServerDeps {
   db: Db;
   temporal: Client;
   tmc: TmcClient;
+  log: Logger;
 }
 
 const password = z
@@ -52,7 +56,10 @@ export const upstreamIdParam = z
   .transform(Number)
   .pipe(int32);
 
-export function tmcServerRoutes({ config, db, temporal, tmc }: TmcServerDeps): Router {
+export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDeps): Router {
+  // Failed authenticates per user (README, "Rate limits"); off with the other limits.
+  const failures = config.rateLimit.disabled ? undefined : authenticateFailures({ db, log });
+
   /**
    * POST `/api/v0/tmc-server/users/create`
    *
@@ -76,12 +83,18 @@ export function tmcServerRoutes({ config, db, temporal, tmc }: TmcServerDeps): R
    * POST `/api/v0/tmc-server/users/authenticate`
    *
    * Returns bare `true` if the user has a password and it matches, else `false`. Unknown users
-   * cost a dummy verification, so timing does not reveal who exists.
+   * cost a dummy verification, so timing does not reveal who exists. After 10 failed attempts
+   * for one user id in 5 minutes the answer is 429 until the window passes; successes are not
+   * counted (and clear the count), and nothing is counted before the secret and the body pass.
    */
   async function authenticate(ctx: Context) {
     const body = parse(loginRequest, jsonBody(ctx));
-    const hash = await findLoginHash(db, body.user_id);
-    ctx.body = hash === undefined ? await dummyVerify(body.password) : await verifyPassword(hash, body.password);
+    const verify = async () => {
+      const hash = await findLoginHash(db, body.user_id);
+      return hash === undefined ? dummyVerify(body.password) : verifyPassword(hash, body.password);
+    };
+    const ok = failures ? await failures.guard(ctx, body.user_id, verify) : await verify();
+    if (ok !== undefined) ctx.body = ok;
   }
 
   /**
@@ -121,10 +134,12 @@ export function tmcServerRoutes({ config, db, temporal, tmc }: TmcServerDeps): R
    * Returns the `User` for a TMC id, creating it from TMC's data, without a password, if missing.
    */
   async function userByUpstreamId(ctx: Context) {
+    const deadline = Date.now() + INTERACTIVE_DEADLINE_MS;
     const upstreamId = parse(upstreamIdParam, ctx.params.id, 'upstream id');
     let tmcUser;
     try {
-      tmcUser = await tmc.getUser(upstreamId);
+      // Give up on TMC in time to answer within the deadline, with a 504 that names TMC.
+      tmcUser = await tmc.getUser(upstreamId, { timeoutMs: deadline - Date.now() - ANSWER_MARGIN_MS });
     } catch (err) {
       throw tmcFailure(err);
     }
@@ -158,5 +173,6 @@ function tmcFailure(err: unknown): unknown {
   if (!(err instanceof TmcError)) return err;
   if (err.kind === 'not_found') return new ApiError(404, 'The user was not found in TMC.');
   if (err.kind === 'unauthorized') return new ApiError(502, "TMC refused this service's access token.");
+  if (err.kind === 'timeout') return new ApiError(504, 'TMC did not answer in time.');
   return new ApiError(502, 'TMC is unavailable.');
 }

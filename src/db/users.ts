@@ -59,33 +59,91 @@ function blankToNull(value: string | null | undefined): string | null {
 
 /**
  * Returns the active user for the TMC user's id, creating it (with its details) if missing.
- * Safe under concurrency: the partial unique index on upstream_id lets exactly one insert win,
- * and the loser re-reads the winner's row.
+ * The new user's id is `preferredId` (mooc.fi's id for the person), else TMC's
+ * `courses_mooc_fi_user_id`, else a new v4 UUID.
+ *
+ * Safe under concurrency: the insert yields to every uniqueness conflict (`ON CONFLICT DO
+ * NOTHING` without a target covers the partial unique index on upstream_id *and* the primary
+ * key), and the loser re-reads the winner's row. Concurrent creates that all take the id TMC
+ * supplied otherwise failed on "users_pkey". If that id belongs to some other row (a deleted
+ * user, or another upstream_id), the user gets a new UUID instead.
  */
-export async function getOrCreateUserFromTmc(trx: Knex.Transaction, tmcUser: TmcUser): Promise<{ user: User; created: boolean }> {
+export async function getOrCreateUserFromTmc(
+  trx: Knex.Transaction,
+  tmcUser: TmcUser,
+  preferredId?: string,
+): Promise<{ user: User; created: boolean }> {
   const existing = await findActiveUserByUpstreamId(trx, tmcUser.id);
   if (existing) return { user: existing, created: false };
 
-  const id = (tmcUser.courses_mooc_fi_user_id ?? randomUUID()).toLowerCase();
-  const inserted = await trx.raw<{ rows: UserRow[] }>(
-    `INSERT INTO users (id, upstream_id, email_domain) VALUES (?, ?, ?)
-     ON CONFLICT (upstream_id) WHERE deleted_at IS NULL DO NOTHING
-     RETURNING ${USER_COLUMNS.join(', ')}`,
-    [id, tmcUser.id, emailDomain(tmcUser.email)],
-  );
-  const row = inserted.rows[0];
-  if (!row) {
+  let id = (preferredId ?? tmcUser.courses_mooc_fi_user_id ?? randomUUID()).toLowerCase();
+  for (let attempt = 1; ; attempt++) {
+    const inserted = await trx.raw<{ rows: UserRow[] }>(
+      `INSERT INTO users (id, upstream_id, email_domain) VALUES (?, ?, ?)
+       ON CONFLICT DO NOTHING
+       RETURNING ${USER_COLUMNS.join(', ')}`,
+      [id, tmcUser.id, emailDomain(tmcUser.email)],
+    );
+    const row = inserted.rows[0];
+    if (row) {
+      await trx('user_details').insert({
+        user_id: row.id,
+        email: tmcUser.email.trim(),
+        first_name: blankToNull(tmcUser.user_field?.first_name),
+        last_name: blankToNull(tmcUser.user_field?.last_name),
+      });
+      return { user: toUser(row), created: true };
+    }
+    // Someone else's row won: a concurrent insert for this upstream_id (take it), or a row that
+    // holds the id for another account (try again with a fresh id).
     const winner = await findActiveUserByUpstreamId(trx, tmcUser.id);
-    if (!winner) throw new Error(`user for upstream_id ${tmcUser.id} vanished during creation`);
-    return { user: winner, created: false };
+    if (winner) return { user: winner, created: false };
+    if (attempt >= 3) throw new Error(`user for upstream_id ${tmcUser.id} could not be inserted (id conflicts)`);
+    id = randomUUID();
   }
-  await trx('user_details').insert({
-    user_id: row.id,
-    email: tmcUser.email.trim(),
-    first_name: blankToNull(tmcUser.user_field?.first_name),
-    last_name: blankToNull(tmcUser.user_field?.last_name),
+}
+
+// ---- Abandoned attempts --------------------------------------------------------------------
+//
+// The create workflow's interactive step runs with a deadline. When the workflow gives up on an
+// attempt (its timeout passed, or it was cancelled), that attempt may still be running in some
+// worker and could commit the user and the hash after the workflow has decided there is none,
+// leaving a password that TMC is never told about. So each attempt carries a token; the
+// workflow, before deciding, records the token as abandoned; and the attempt's transaction
+// checks the token before it commits. Both hold the same per-user advisory lock, so either the
+// attempt committed first (and the workflow finds its rows) or it sees the fence and rolls back.
+
+/** Serializes create transactions and fences of one TMC user, until the transaction ends. */
+export async function lockTmcUser(trx: Knex.Transaction, upstreamId: number): Promise<void> {
+  await trx.raw('SELECT pg_advisory_xact_lock(?, ?)', [TMC_USER_LOCK_CLASS, upstreamId]);
+}
+
+/** 'tmcu' as an int4: the advisory-lock namespace of TMC user creation. */
+const TMC_USER_LOCK_CLASS = 0x746d6375;
+
+/** True if the workflow has given up on `attempt`; call under lockTmcUser. */
+export async function isAttemptAbandoned(trx: Knex.Transaction, attempt: string): Promise<boolean> {
+  return (await trx('tmc_abandoned_attempts').where({ attempt }).first('attempt')) !== undefined;
+}
+
+/**
+ * Records `attempt` as given up, so it can no longer commit, and returns the user with a live
+ * password that any earlier attempt committed, if there is one. Idempotent.
+ */
+export async function abandonAttempt(db: Knex, upstreamId: number, attempt: string): Promise<User | undefined> {
+  return db.transaction(async (trx) => {
+    await lockTmcUser(trx, upstreamId);
+    await trx.raw('INSERT INTO tmc_abandoned_attempts (attempt, upstream_id) VALUES (?, ?) ON CONFLICT DO NOTHING', [attempt, upstreamId]);
+    // Fences outlive their attempts by far (an attempt runs for seconds); a day is plenty.
+    await trx.raw("DELETE FROM tmc_abandoned_attempts WHERE created_at < now() - interval '1 day'");
+    const row = await trx('users as u')
+      .join('user_passwords as p', 'p.user_id', 'u.id')
+      .where('u.upstream_id', upstreamId)
+      .whereNull('u.deleted_at')
+      .whereNull('p.deleted_at')
+      .first<UserRow | undefined>(USER_COLUMNS.map((c) => `u.${c}`));
+    return row ? toUser(row) : undefined;
   });
-  return { user: toUser(row), created: true };
 }
 
 /** Sets the user's password hash, replacing any earlier one. */

@@ -40,7 +40,7 @@ export async function createTmcUser(
     try {
       return await settleBy(client, deadline, () =>
         client.workflow.executeUpdateWithStart(setPasswordUpdate, {
-          args: [{ passwordHash: input.passwordHash }],
+          args: [{ passwordHash: input.passwordHash, answerBy: deadline }],
           startWorkflowOperation: start,
         }),
       );

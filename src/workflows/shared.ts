@@ -28,10 +28,27 @@ export type TmcUserWorkflowResult =
   | { outcome: 'created'; userId: string; notification: 'delivered' | 'tmc_user_not_found' };
 
 /**
- * Sets the password of the TMC user (creating the user first if needed) and returns once the
- * hash is committed. Its argument is the argon2 hash: the plaintext never reaches Temporal.
+ * Time an interactive step keeps after its TMC call gives up, to commit (or not) and answer its
+ * caller before the caller's deadline.
  */
-export const setPasswordUpdate = defineUpdate<CreateUserResponse, [{ passwordHash: string }]>('setPassword');
+export const ANSWER_MARGIN_MS = 1_000;
+
+export interface SetPasswordInput {
+  /** The argon2 hash: the plaintext never reaches Temporal. */
+  passwordHash: string;
+  /**
+   * When the caller's answer is due, in ms since the epoch. The interactive step gives up on TMC
+   * in time to answer by then (504 naming TMC), instead of running past the caller's deadline.
+   * Absent in updates sent before it existed.
+   */
+  answerBy?: number;
+}
+
+/**
+ * Sets the password of the TMC user (creating the user first if needed) and returns once the
+ * hash is committed.
+ */
+export const setPasswordUpdate = defineUpdate<CreateUserResponse, [SetPasswordInput]>('setPassword');
 
 /** One creation workflow per TMC user, so concurrent creates for one upstream_id meet in one run. */
 export function tmcUserWorkflowId(upstreamId: number): string {
@@ -43,7 +60,11 @@ export const FailureType = {
   TmcUserNotFound: 'TmcUserNotFound',
   TmcUnauthorized: 'TmcUnauthorized',
   TmcUnavailable: 'TmcUnavailable',
+  /** TMC did not answer within the call's time (the caller's deadline, or TMC_REQUEST_TIMEOUT). */
+  TmcTimeout: 'TmcTimeout',
   DatabaseUnavailable: 'DatabaseUnavailable',
+  /** The attempt was given up (timed out or cancelled) before it could commit: nothing was written. */
+  AttemptAbandoned: 'AttemptAbandoned',
 } as const;
 
 // ---- signup ----------------------------------------------------------------------------------

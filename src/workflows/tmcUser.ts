@@ -8,7 +8,19 @@
  * loses it. Concurrent creates for one upstream_id land in the same run: their updates are
  * applied in order (the last one written wins) and TMC is notified once.
  */
-import { ApplicationFailure, ActivityFailure, type ActivityOptions, type LocalActivityOptions, allHandlersFinished, condition, patched, proxyActivities, proxyLocalActivities, setHandler } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  ActivityFailure,
+  type ActivityOptions,
+  type LocalActivityOptions,
+  allHandlersFinished,
+  condition,
+  patched,
+  proxyActivities,
+  proxyLocalActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { User } from '../db/users';
 import { FailureType, setPasswordUpdate, type CreateUserResponse, type TmcUserWorkflowInput, type TmcUserWorkflowResult } from './shared';
@@ -39,6 +51,16 @@ const interactiveOptions: ActivityOptions & LocalActivityOptions = {
 const interactive = proxyLocalActivities<Activities>(interactiveOptions);
 /** The same steps as regular activities, for runs started before the patch. */
 const interactiveV1 = proxyActivities<Activities>(interactiveOptions);
+/** Fencing a failed step must happen, however long PostgreSQL is away: retried without a cap. */
+const settle = proxyActivities<Activities>({ startToCloseTimeout: '10s', retry: { initialInterval: '500ms', maximumInterval: '1m' } });
+
+/**
+ * Versioning. Patched runs give each interactive step an attempt token, and when a step fails
+ * they fence it (`settleAbandonedAttempt`) before deciding anything: an attempt given up on can
+ * no longer commit, and one that did commit is found, so its password is notified to TMC instead
+ * of the run ending as `not_created` with a hash stored behind its back.
+ */
+export const RECONCILE_PATCH = 'reconcile-abandoned-attempts';
 
 /** How long creates must be quiet before a run ends. */
 const LINGER_MS = 2_000;
@@ -50,8 +72,9 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
   // in flight are coalesced: only the newest hash is written, and all of them are answered once
   // it is committed. The stored password is the same as if each had been written in turn (the
   // last one wins), at the cost of one round trip instead of one per concurrent create.
-  const waiting: Array<{ passwordHash: string; resolve: (r: CreateUserResponse) => void; reject: (e: unknown) => void }> = [];
+  const waiting: Array<{ passwordHash: string; answerBy?: number; resolve: (r: CreateUserResponse) => void; reject: (e: unknown) => void }> = [];
   let draining = false;
+  let steps = 0;
   const drain = async () => {
     if (draining) return;
     draining = true;
@@ -59,10 +82,14 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
       while (waiting.length > 0) {
         const batch = waiting.splice(0);
         const passwordHash = batch[batch.length - 1]!.passwordHash;
+        // The earliest caller's deadline: each of them hears the answer while it still listens.
+        const deadlines = batch.map((w) => w.answerBy).filter((d): d is number => d !== undefined);
+        const answerBy = deadlines.length > 0 ? Math.min(...deadlines) : undefined;
+        const attempt = patched(RECONCILE_PATCH) ? `${workflowInfo().runId}/${++steps}` : undefined;
         try {
           if (patched(LOCAL_INTERACTIVE_PATCH)) {
-            if (user === undefined) user = await interactive.createUserFromTmc({ upstreamId: input.upstreamId, passwordHash });
-            else await interactive.setPasswordHash({ userId: user.id, passwordHash });
+            if (user === undefined) user = await interactive.createUserFromTmc({ upstreamId: input.upstreamId, passwordHash, attempt, answerBy });
+            else await interactive.setPasswordHash({ userId: user.id, passwordHash, upstreamId: input.upstreamId, attempt });
           } else if (user === undefined) {
             const tmcUser = await interactiveV1.fetchTmcUser(input.upstreamId);
             user = await interactiveV1.createUserWithPassword({ tmcUser, passwordHash });
@@ -73,21 +100,29 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
           for (const w of batch) w.resolve(response);
         } catch (err) {
           for (const w of batch) w.reject(err);
+          // The step failed, but an attempt of it may still be running, or may have committed
+          // before it was given up. Fence it, and adopt what it wrote.
+          if (attempt !== undefined) {
+            const committed = await settle.settleAbandonedAttempt({ upstreamId: input.upstreamId, attempt });
+            if (user === undefined && committed !== undefined) user = committed;
+          }
         }
       }
     } finally {
       draining = false;
     }
   };
+  // Handlers are answered before a failed step is settled: the run may end only once both are done.
+  const idle = () => allHandlersFinished() && !draining;
   let updatesSeen = 0;
-  setHandler(setPasswordUpdate, ({ passwordHash }) => {
+  setHandler(setPasswordUpdate, ({ passwordHash, answerBy }) => {
     updatesSeen++;
-    const answer = new Promise<CreateUserResponse>((resolve, reject) => waiting.push({ passwordHash, resolve, reject }));
+    const answer = new Promise<CreateUserResponse>((resolve, reject) => waiting.push({ passwordHash, answerBy, resolve, reject }));
     void drain();
     return answer;
   });
 
-  await condition(allHandlersFinished);
+  await condition(idle);
   if (user === undefined) return { outcome: 'not_created' };
 
   const notifyRetry = {
@@ -120,7 +155,7 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
   for (;;) {
     const seen = updatesSeen;
     if (await condition(() => updatesSeen !== seen, LINGER_MS)) continue;
-    await condition(allHandlersFinished);
+    await condition(idle);
     if (updatesSeen === seen) break;
   }
   return { outcome: 'created', userId: user.id, notification };

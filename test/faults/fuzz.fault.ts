@@ -10,7 +10,7 @@ import { Agent, request as httpRequest } from 'node:http';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { CODEC_TOKEN, SECRET, type Stack } from '../../bench/stack';
-import { pool, report, scale, sleep, startFaultStack, tally } from './support';
+import { notificationInvariant, pool, report, scale, sleep, startFaultStack, tally } from './support';
 
 const REQUESTS = scale(10_000, 1_000);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261122);
@@ -302,4 +302,8 @@ it(`answers ${REQUESTS} fuzzed requests without a 5xx, a crash or a hang, and st
   expect(await counts('tenants')).toBe(1);
   // Every signup row belongs to an accepted address, at most one pending per address.
   expect(new Set(signups.map((s) => s.identifier)).size).toBe(signups.length);
+});
+
+it('leaves every stored TMC password with a notification delivered, pending or recorded', async () => {
+  expect(await notificationInvariant(stack, 'fuzz')).toEqual([]);
 });

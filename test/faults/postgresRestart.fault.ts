@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { pathOf, type HttpAnswer, type Stack } from '../../bench/stack';
-import { eventually, report, scale, sleep, startFaultStack, tally } from './support';
+import { eventually, notificationInvariant, report, scale, sleep, startFaultStack, tally } from './support';
 
 const OUTAGE_MS = scale(20_000, 8_000);
 const BEFORE_MS = 4_000;
@@ -217,4 +217,8 @@ it(`answers 503 while PostgreSQL is down for ${OUTAGE_MS / 1000} s and completes
   expect(waitedFor).toEqual([]);
   expect(signupRows).toHaveLength(signupEmails.length);
   expect(signupRows.every((s) => s.state === 'active')).toBe(true);
+});
+
+it('leaves every stored TMC password with a notification delivered, pending or recorded', async () => {
+  expect(await notificationInvariant(stack, 'PostgreSQL restart')).toEqual([]);
 });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, inject } from 'vitest';
 import { startStack, type Stack, type StackOptions } from '../../bench/stack';
+import { checkNotificationInvariant, type NotificationInvariant } from '../support/invariant';
 import { eventually as eventuallyWithin } from '../support/serviceEnv';
 
 export const FULL = process.env.FAULTS_FULL === '1';
@@ -84,4 +85,21 @@ export function tally(values: Array<string | number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const v of values) out[String(v)] = (out[String(v)] ?? 0) + 1;
   return out;
+}
+
+/**
+ * The create invariant after a case (test/support/invariant.ts): every TMC user with a stored
+ * password has a notification delivered, pending (its run still open) or recorded as
+ * tmc_user_not_found. Printed in the case's report; returns the violations.
+ */
+export async function notificationInvariant(stack: Stack, name: string): Promise<NotificationInvariant['violations']> {
+  const result = await checkNotificationInvariant(stack.db, stack.client);
+  report(`${name}: notification invariant`, ['(none: checked after the case)'], {
+    'TMC users with a stored password': result.checked,
+    delivered: result.delivered,
+    'recorded tmc_user_not_found': result.tmcUserNotFound,
+    'pending (run open)': result.pending,
+    violations: result.violations.length,
+  });
+  return result.violations;
 }

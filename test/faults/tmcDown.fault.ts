@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Stack } from '../../bench/stack';
-import { eventually, pool, report, scale, sleep, startFaultStack, tally } from './support';
+import { eventually, notificationInvariant, pool, report, scale, sleep, startFaultStack, tally } from './support';
 
 const CREATES = scale(200, 50);
 const OUTAGE_MS = scale(60_000, 15_000);
@@ -85,4 +85,8 @@ it(`delivers every notification once after TMC refuses them for ${OUTAGE_MS / 10
   }
   expect(outcomes).toHaveLength(CREATES);
   expect(outcomes.every((o) => o.outcome === 'delivered' && Number(o.deliveries) === 1)).toBe(true);
+});
+
+it('leaves every stored TMC password with a notification delivered, pending or recorded', async () => {
+  expect(await notificationInvariant(stack, 'TMC down')).toEqual([]);
 });

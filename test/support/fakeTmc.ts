@@ -20,6 +20,10 @@ export interface RecordedRequest {
   path: string;
   headers: IncomingMessage['headers'];
   body: unknown;
+  /** The status TMC answered, once it has. */
+  answered?: number;
+  /** True if the caller closed the connection before TMC answered (it gave up). */
+  abandoned?: boolean;
 }
 
 export class FakeTmc {
@@ -31,6 +35,8 @@ export class FakeTmc {
   holdNotifications: Promise<void> | undefined;
   /** When set, the user fetch answers with this status instead of the user. */
   fetchStatus: number | undefined;
+  /** When set, the user fetch waits this long before it answers (a slow TMC). */
+  fetchDelayMs: number | undefined;
   private server: Server;
   private sockets = new Set<Socket>();
   port = 0;
@@ -65,7 +71,7 @@ export class FakeTmc {
 
   /** Successful notifications, as TMC sees them. */
   notificationsFor(upstreamId: number): RecordedRequest[] {
-    return this.requests.filter((r) => r.method === 'POST' && r.path === `/api/v8/users/${upstreamId}/set_password_managed_by_courses_mooc_fi` && (r as { answered?: number }).answered === 200);
+    return this.requests.filter((r) => r.method === 'POST' && r.path === `/api/v8/users/${upstreamId}/set_password_managed_by_courses_mooc_fi` && r.answered === 200);
   }
 
   notificationAttempts(upstreamId: number): RecordedRequest[] {
@@ -103,7 +109,7 @@ export class FakeTmc {
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const raw = Buffer.concat(chunks).toString();
     const url = new URL(req.url ?? '/', 'http://tmc');
-    const record: RecordedRequest & { answered?: number; query?: string } = {
+    const record: RecordedRequest & { query?: string } = {
       method: req.method ?? '',
       path: url.pathname,
       query: url.search,
@@ -111,7 +117,11 @@ export class FakeTmc {
       body: raw ? JSON.parse(raw) : undefined,
     };
     this.requests.push(record);
+    res.on('close', () => {
+      if (record.answered === undefined) record.abandoned = true;
+    });
     const send = (status: number, body: unknown) => {
+      if (record.abandoned) return;
       record.answered = status;
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
@@ -119,6 +129,7 @@ export class FakeTmc {
 
     const fetchMatch = /^\/api\/v8\/users\/(\d+)$/.exec(url.pathname);
     if (req.method === 'GET' && fetchMatch) {
+      if (this.fetchDelayMs) await new Promise((r) => setTimeout(r, this.fetchDelayMs));
       if (this.fetchStatus !== undefined) return send(this.fetchStatus, { errors: ['failure injected'] });
       const user = this.users.get(Number(fetchMatch[1]));
       return user ? send(200, user) : send(404, { errors: ["Couldn't find User"] });
