@@ -122,8 +122,10 @@ export function createApp(deps: AppDeps): Koa {
   });
   app.use(
     bodyParser({
-      enableTypes: ['json'],
+      // Forms only for the signup pages' own forms (verify, resend); every other route requires JSON.
+      enableTypes: ['json', 'form'],
       jsonLimit: deps.config.http.maxBodyBytes,
+      formLimit: deps.config.http.maxBodyBytes,
       // Any JSON value is parsed; the schemas then say what is wrong with it.
       jsonStrict: false,
       onError: (err) => {

@@ -13,6 +13,8 @@ import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Db } from '../db';
 import { identifierOf } from '../db/signups';
 import type { Logger } from '../logger';
+import { pages } from './pages';
+import { sendPage, wantsHtml } from './signups';
 
 interface Limit {
   points: number;
@@ -29,11 +31,15 @@ export const LIMITS = {
 
 type Endpoint = keyof typeof LIMITS;
 
+/**
+ * By path, whatever the method: every method that reaches a handler (GET, HEAD and POST of the
+ * link; a HEAD is served by the GET handler) counts against the same limit.
+ */
 const ROUTES: Record<string, Endpoint> = {
-  'POST /api/v0/signups': 'signup',
-  'POST /api/v0/signups/resend': 'resend',
-  'GET /api/v0/signups/verify': 'verify',
-  'POST /api/v0/tmc-server/users/authenticate': 'authenticate',
+  '/api/v0/signups': 'signup',
+  '/api/v0/signups/resend': 'resend',
+  '/api/v0/signups/verify': 'verify',
+  '/api/v0/tmc-server/users/authenticate': 'authenticate',
 };
 
 /** The identifier a request is about, if its body names one. Bad bodies are the validator's job. */
@@ -72,7 +78,7 @@ export function rateLimits(options: { db: Db; log: Logger; tmcSecret: string; ex
   };
 
   return async (ctx: Context, next: Next) => {
-    const endpoint = ROUTES[`${ctx.method} ${ctx.path.replace(/\/+$/, '') || '/'}`];
+    const endpoint = ROUTES[ctx.path.replace(/\/+$/, '') || '/'];
     if (!endpoint) return next();
     const { ip, id } = limiters[endpoint];
     const identifier = identifierFor(endpoint, ctx.request.body);
@@ -82,8 +88,10 @@ export function rateLimits(options: { db: Db; log: Logger; tmcSecret: string; ex
     } catch (err) {
       if (err instanceof RateLimiterRes) {
         const retry = Math.max(1, Math.ceil(err.msBeforeNext / 1000));
-        ctx.status = 429;
         ctx.set('Retry-After', String(retry));
+        // A person following a link or submitting one of its forms gets a page.
+        if ((endpoint === 'verify' || endpoint === 'resend') && wantsHtml(ctx)) return sendPage(ctx, pages.rateLimited(retry));
+        ctx.status = 429;
         ctx.body = { error: 'too_many_requests', retry_after_seconds: retry };
         return;
       }
