@@ -64,8 +64,11 @@ export const appRouters = new WeakMap<Koa, Router[]>();
 
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
-  // Behind a reverse proxy, ctx.ip comes from X-Forwarded-For; otherwise from the socket.
-  app.proxy = deps.config.http.trustProxy;
+  // Behind N reverse proxies, ctx.ip is the Nth X-Forwarded-For entry from the right: the last
+  // hop no trusted proxy added (Koa's proxy + maxIpsCount keep only the rightmost N entries, and
+  // ctx.ip is the first of those). What the client put to the left of it is ignored.
+  app.proxy = deps.config.http.trustedProxyCount > 0;
+  app.maxIpsCount = deps.config.http.trustedProxyCount;
   app.silent = true;
 
   const health = new Router();
