@@ -305,6 +305,88 @@ describe('GET and POST /api/v0/signups/verify', () => {
 
 });
 
+describe('a closed workflow is never a 500', () => {
+  /** A pending signup whose workflow an operator terminated (from the UI or the CLI). */
+  async function terminatedSignup(password = 'password1') {
+    const address = email();
+    await signup({ tenant: 'default', email: address, display_name: 'x', password });
+    const link = await linkFor(address);
+    const row = await signupRow(address);
+    const handle = h.client.workflow.getHandle(signupWorkflowId(row.user_id));
+    await handle.terminate('operator');
+    expect((await handle.describe()).status.name).toBe('TERMINATED');
+    return { address, link, row };
+  }
+
+  it('opening and confirming the link of a terminated signup: the page, then a fresh run that activates it', async () => {
+    const { link, row } = await terminatedSignup();
+    const shown = await h.request('GET', pathOf(link), { headers: json });
+    expect(shown.status).toBe(200);
+    expect(shown.body).toEqual({ status: 'confirmation_required' });
+    const res = await confirmWith(link, { password: 'password1' });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ status: 'active', user_id: row.user_id });
+    const handle = h.client.workflow.getHandle(signupWorkflowId(row.user_id));
+    expect(await handle.result()).toEqual({ outcome: 'active' });
+    expect((await handle.describe()).typedSearchAttributes.get(SignupStateKey)).toBe('Active');
+    expect(await login(row.user_id, 'password1')).toBe(true);
+    // The fresh run found the mail already sent: no second mail.
+    expect(h.mail.to(row.email)).toHaveLength(1);
+    expect((await signupRow(row.email)).emails_sent).toBe(1);
+  });
+
+  it('a repeated signup and a resend for a terminated signup: a fresh run that mails a new link', async () => {
+    const { address, row } = await terminatedSignup();
+    await new Promise((r) => setTimeout(r, 1_100)); // past the resend interval
+    const again = await signup({ tenant: 'default', email: address, display_name: 'y', password: 'second password' });
+    expect(again.status).toBe(202);
+    const second = await linkFor(address, h, 2);
+    expect((await signupRow(address)).emails_sent).toBe(2);
+    // Terminated again, then a resend: the count goes on from what the row records.
+    await h.client.workflow.getHandle(signupWorkflowId(row.user_id)).terminate('operator, again');
+    await new Promise((r) => setTimeout(r, 1_100));
+    const resent = await h.request('POST', '/api/v0/signups/resend', { body: { tenant: 'default', email: address } });
+    expect(resent.status).toBe(202);
+    const third = await linkFor(address, h, 3);
+    expect(third).not.toBe(second);
+    expect((await signupRow(address)).emails_sent).toBe(3);
+    expect((await confirmWith(third, { password: 'second password' })).status).toBe(200);
+    expect(await login(row.user_id, 'second password')).toBe(true);
+  });
+
+  it('a workflow that completed is answered from the row: a confirmation after the activation changes nothing', async () => {
+    const address = email();
+    await signup({ tenant: 'default', email: address, display_name: 'x', password: 'password1' });
+    const link = await linkFor(address);
+    const row = await signupRow(address);
+    expect((await confirmWith(link, { password: 'password1' })).status).toBe(200);
+    await h.client.workflow.getHandle(signupWorkflowId(row.user_id)).result();
+    for (const fields of [{ password: 'password1' }, { new_password: 'password2' }]) {
+      const res = await confirmWith(link, fields);
+      expect(res.status).toBe(200);
+      expect(res.body).toEqual({ status: 'active', user_id: row.user_id });
+    }
+    expect(await login(row.user_id, 'password1')).toBe(true);
+  });
+});
+
+describe('no requester text in mail to an unverified address', () => {
+  it('leaves the display name (and the link it carries) out of the verification mail, and gives it to the account after activation', async () => {
+    const address = email();
+    const spam = 'WIN 1000 EUR today: http://spam.example.invalid/claim';
+    await signup({ tenant: 'default', email: address, display_name: spam, password: 'password1' });
+    const link = await linkFor(address);
+    const [mail] = h.mail.to(address);
+    for (const part of [mail!.text, mail!.subject, JSON.stringify(mail)]) {
+      expect(part).not.toContain('spam.example.invalid');
+      expect(part).not.toContain('WIN 1000');
+    }
+    expect(mail!.text).toContain(link);
+    expect((await confirmWith(link, { password: 'password1' })).status).toBe(200);
+    expect((await h.db('users').where({ id: (await signupRow(address)).user_id }).first()).display_name).toBe(spam);
+  });
+});
+
 describe('POST /api/v0/signups/resend', () => {
   it('always answers 202, and sends a fresh link only for a pending signup past the interval', async () => {
     const unknown = await h.request('POST', '/api/v0/signups/resend', { body: { tenant: 'default', email: email() } });
