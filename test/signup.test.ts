@@ -88,6 +88,23 @@ describe('POST /api/v0/signups → email → the link → confirm with the passw
     expect(res.headers.get('content-security-policy')).toMatch(/default-src 'none'/);
     expect((await signupRow(address)).state).toBe('awaiting_verification');
   });
+
+  it("offers a new link for the link's tenant when the token no longer works", async () => {
+    await h.db('tenants').insert({ identifier: 'acme-pages', display_name: 'Acme' }).onConflict('identifier').ignore();
+    const address = email();
+    await signup({ tenant: 'acme-pages', email: address, display_name: 'x', password: 'password1' });
+    const link = await linkFor(address);
+    expect(new URL(link).searchParams.get('tenant')).toBe('acme-pages');
+    await h.db('verification_tokens').where({ signup_id: (await signupRow(address)).id }).delete(); // as a resend would
+    const res = await h.request('GET', pathOf(link), { headers: { accept: 'text/html' } });
+    expect(res.status).toBe(410);
+    expect(res.text).toContain('<input type="hidden" name="tenant" value="acme-pages">');
+    // Whatever a link carries is escaped into the page.
+    const hostile = await h.request('GET', `/api/v0/signups/verify?token=x&tenant=${encodeURIComponent('"><script>alert(1)</script>')}`);
+    expect(hostile.status).toBe(410);
+    expect(hostile.text).not.toContain('<script>');
+    expect(hostile.text).toContain('name="tenant" value="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"');
+  });
 });
 
 describe('pre-account takeover: the activated password is always one typed by whoever holds the link', () => {

@@ -93,7 +93,10 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
           [crypto.randomUUID(), hash, signupId],
         );
       });
-      const link = `${publicBaseUrl}/api/v0/signups/verify?token=${token}`;
+      // The tenant rides along so that the page of a link that no longer works (replaced, expired)
+      // offers a new one for the right tenant.
+      const tenant = await db('tenants').where({ id: signup.tenant_id }).first<{ identifier: string } | undefined>('identifier');
+      const link = `${publicBaseUrl}/api/v0/signups/verify?token=${token}${tenant ? `&tenant=${encodeURIComponent(tenant.identifier)}` : ''}`;
       // Nothing the requester typed (display name included) goes into mail to an address nobody
       // has proven: the service must not relay a stranger's text. The name is used after activation.
       await mailer.send({
