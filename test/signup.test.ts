@@ -560,6 +560,26 @@ describe('expiry (SIGNUP_VERIFICATION_TTL=4s) and SIGNUP_REVEAL_EXISTING=true', 
     expect(second.user_id).not.toBe(first.user_id);
   });
 
+  it('a signup whose workflow was terminated and whose expiry has passed: the next signup ends it and starts afresh', async () => {
+    const address = email();
+    await signup({ tenant: 'default', email: address, display_name: 'x', password: 'password1' }, short);
+    const link = await linkFor(address, short);
+    const first = await signupRow(address, short);
+    await short.client.workflow.getHandle(signupWorkflowId(first.user_id)).terminate('operator');
+    await new Promise((r) => setTimeout(r, 4_200)); // past the 4 s TTL: nothing expired the row
+    expect((await signupRow(address, short)).state).toBe('awaiting_verification');
+    expect((await short.request('GET', pathOf(link), { headers: json })).status).toBe(410);
+
+    const again = await signup({ tenant: 'default', email: address, display_name: 'y', password: 'password2' }, short);
+    expect(again.status).toBe(202);
+    const fresh = await linkFor(address, short, 2);
+    expect((await short.db('signups').where({ id: first.id }).first()).state).toBe('expired');
+    expect(await short.db('users').where({ id: first.user_id }).first()).toBeUndefined();
+    const second = await signupRow(address, short);
+    expect(second.user_id).not.toBe(first.user_id);
+    expect((await confirmWith(fresh, { password: 'password2' }, short)).status).toBe(200);
+  });
+
   it('answers 409 already_exists for an active identifier', async () => {
     const address = email();
     await signup({ tenant: 'default', email: address, display_name: 'x', password: 'password1' }, short);

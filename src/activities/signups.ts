@@ -5,7 +5,7 @@
  */
 import type { Db } from '../db';
 import { currentRequestId } from '../requestContext';
-import { findSignup, newToken, recordAudit, type SignupRow } from '../db/signups';
+import { expireSignupRow, findSignup, newToken, recordAudit, type SignupRow } from '../db/signups';
 import { emailDomain, upsertPasswordHash } from '../db/users';
 import type { Logger } from '../logger';
 import type { Mailer } from '../mail';
@@ -160,15 +160,7 @@ export function createSignupActivities({ db, mailer, log, publicBaseUrl }: Signu
     /** Marks the signup expired and removes the candidate and its tokens. */
     expireSignup: mapFailures(
       async ({ signupId, reason }: { signupId: string; reason: 'timeout' | 'cancelled' }): Promise<void> => {
-        await db.transaction(async (trx) => {
-          const signup = await trx('signups').where({ id: signupId }).forUpdate().first<SignupRow | undefined>();
-          if (!signup || !PENDING.includes(signup.state)) return;
-          await trx('verification_tokens').where({ signup_id: signupId }).delete();
-          await trx('users').where({ id: signup.user_id, status: 'candidate' }).delete();
-          await trx('signups').where({ id: signupId }).update({ state: 'expired', password_hash: null, updated_at: trx.fn.now() });
-          await recordAudit(trx, { type: 'signup_expired', userId: signup.user_id, tenantId: signup.tenant_id, requestId: currentRequestId(), details: { reason } });
-          trx.executionPromise.then(() => signupsExpired.inc(), () => undefined);
-        });
+        if (await expireSignupRow(db, signupId, { reason, requestId: currentRequestId() })) signupsExpired.inc();
       },
     ),
 

@@ -19,6 +19,7 @@ import type { Config } from '../config';
 import type { Db } from '../db';
 import {
   claimToken,
+  expireSignupRow,
   unclaimToken,
   findActiveUserByIdentifier,
   findPendingSignup,
@@ -216,6 +217,12 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     //    through a link, which proves the mailbox, activates it, with a password the person
     //    holding the link types (see confirm).
     let pending = await findPendingSignup(db, tenant.id, identifier);
+    // Still pending past its expiry: its workflow was terminated before it could expire it. End
+    // it here, as the workflow would have, and start afresh.
+    if (pending && pending.expires_at.getTime() <= Date.now()) {
+      await expireSignupRow(db, pending.id, { reason: 'timeout', requestId, pastExpiryOnly: true });
+      pending = undefined;
+    }
     if (!pending) {
       const expiresAt = new Date(Date.now() + config.signup.verificationTtlMs);
       const reserved = await reserveSignup(db, { tenantId: tenant.id, identifier, email: body.email.trim(), displayName: body.display_name, passwordHash, expiresAt });
@@ -359,7 +366,10 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     const body = parse(resendRequest, jsonOrFormBody(ctx));
     const tenant = await findTenant(db, body.tenant);
     const pending = tenant?.status === 'active' ? await findPendingSignup(db, tenant.id, identifierOf(body.email)) : undefined;
-    if (tenant && pending) {
+    if (pending && pending.expires_at.getTime() <= Date.now()) {
+      // Past its expiry with its workflow gone (terminated): end it, as the workflow would have.
+      await expireSignupRow(db, pending.id, { reason: 'timeout', requestId: ctx.state.requestId, pastExpiryOnly: true });
+    } else if (tenant && pending) {
       const last = pending.last_email_sent_at?.getTime() ?? 0;
       if (Date.now() - last >= config.signup.resendIntervalMs) {
         await resumeSignup(temporal, queue, startOf(pending, tenant, ctx.state.requestId), temporalDeadline(ctx));

@@ -116,6 +116,28 @@ export async function reserveSignup(
   return result.rows[0];
 }
 
+/**
+ * Ends a pending signup: marks it expired and removes the candidate and its tokens, in one
+ * transaction. With `pastExpiryOnly`, only a signup whose expiry has passed (one whose workflow
+ * an operator terminated, so nothing else will expire it). False if there was nothing to do.
+ */
+export async function expireSignupRow(
+  db: Knex,
+  signupId: string,
+  options: { reason: 'timeout' | 'cancelled'; requestId?: string; pastExpiryOnly?: boolean },
+): Promise<boolean> {
+  return db.transaction(async (trx) => {
+    const signup = await trx('signups').where({ id: signupId }).forUpdate().first<SignupRow | undefined>();
+    if (!signup || (signup.state !== 'awaiting_verification' && signup.state !== 'activating')) return false;
+    if (options.pastExpiryOnly && signup.expires_at.getTime() > Date.now()) return false;
+    await trx('verification_tokens').where({ signup_id: signupId }).delete();
+    await trx('users').where({ id: signup.user_id, status: 'candidate' }).delete();
+    await trx('signups').where({ id: signupId }).update({ state: 'expired', password_hash: null, updated_at: trx.fn.now() });
+    await recordAudit(trx, { type: 'signup_expired', userId: signup.user_id, tenantId: signup.tenant_id, requestId: options.requestId, details: { reason: options.reason } });
+    return true;
+  });
+}
+
 /** Undoes a reservation whose workflow could not be started, so nothing half-written stays. */
 export async function releaseReservation(db: Knex, signupId: string): Promise<void> {
   await db('signups').where({ id: signupId, emails_sent: 0 }).whereNotExists(db('users').whereRaw('users.id = signups.user_id')).delete();
