@@ -82,8 +82,13 @@ const envSchema = z.object({
   RATE_LIMIT_DISABLED: bool.default(false),
   /** true: calls carrying the TMC shared secret skip the per-IP limits (TMC calls from one address). */
   RATE_LIMIT_EXEMPT_TMC: bool.default(true),
-  /** true when a reverse proxy sets X-Forwarded-For; otherwise the socket address is the client. */
-  TRUST_PROXY: bool.default(false),
+  /**
+   * How many reverse proxies stand in front of the API, each appending the address it got the
+   * request from to X-Forwarded-For. The client is the entry that many places from the right (the
+   * last hop no trusted proxy added); entries left of it are whatever the client sent. 0: no
+   * proxy, the socket's address is the client. Replaces TRUST_PROXY.
+   */
+  TRUSTED_PROXY_COUNT: z.coerce.number().int().min(0).max(16).default(0),
 
   DEFAULT_TENANT: z.string().min(1).default('default'),
   /** Base URL of this API as users' browsers reach it; verification links start with it. */
@@ -119,6 +124,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  // TRUST_PROXY=true took the leftmost X-Forwarded-For entry, which any client can forge: a
+  // configuration still asking for it must say how many proxies there are instead.
+  if (cleaned.TRUST_PROXY !== undefined && !['false', '0', 'no'].includes(cleaned.TRUST_PROXY) && cleaned.TRUSTED_PROXY_COUNT === undefined) {
+    throw new ConfigError(
+      'invalid configuration:\n  TRUST_PROXY: replaced by TRUSTED_PROXY_COUNT, the number of reverse proxies in front of the API (1 for one proxy); remove TRUST_PROXY',
+    );
+  }
   if (e.NODE_ENV === 'production') {
     const missing = [
       !e.SMTP_URL && '  SMTP_URL: is required in production (without it mail is only printed)',
@@ -129,7 +141,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
   return {
     production: e.NODE_ENV === 'production',
     logLevel: e.LOG_LEVEL,
-    http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES, trustProxy: e.TRUST_PROXY, shutdownDrainMs: e.SHUTDOWN_DRAIN },
+    http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES, trustedProxyCount: e.TRUSTED_PROXY_COUNT, shutdownDrainMs: e.SHUTDOWN_DRAIN },
     rateLimit: { disabled: e.RATE_LIMIT_DISABLED, exemptTmc: e.RATE_LIMIT_EXEMPT_TMC },
     database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
     temporal: {

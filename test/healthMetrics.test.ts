@@ -37,7 +37,8 @@ describe('GET /metrics', () => {
     await h.request('POST', '/api/v0/signups', { body: { tenant: 'default', email: 'metrics@example.org', display_name: 'M', password: 'password1' } });
     await eventually(() => h.mail.to('metrics@example.org').length === 1);
     const link = new URL(h.mail.latestLink('metrics@example.org')!);
-    expect((await h.request('GET', link.pathname + link.search, { headers: { accept: 'application/json' } })).status).toBe(200);
+    const confirmed = await h.request('POST', '/api/v0/signups/verify', { body: { token: link.searchParams.get('token'), password: 'password1' }, headers: { accept: 'application/json' } });
+    expect(confirmed.status).toBe(200);
 
     const after = await eventually(async () => {
       const text = (await h.request('GET', '/metrics')).text;

@@ -119,6 +119,7 @@ describe('GET /openapi.json', () => {
           'GET /api/v0/tmc-server/users-by-upstream-id/{id}/status',
           'POST /api/v0/signups',
           'GET /api/v0/signups/verify',
+          'POST /api/v0/signups/verify',
           'POST /api/v0/signups/resend',
           'GET /healthz',
           'GET /readyz',
@@ -220,8 +221,10 @@ describe('GET /openapi.json', () => {
     expect(ok('GET /api/v0/tmc-server/users-by-upstream-id/{id}')).toBe(doc.components.schemas.User);
     expect(ok('POST /api/v0/signups', '202')).toMatchObject({ properties: { status: { const: 'verification_sent' } } });
     expect(ok('POST /api/v0/signups/resend', '202')).toMatchObject({ properties: { status: { const: 'verification_sent' } } });
-    expect(ok('GET /api/v0/signups/verify').properties.status).toEqual({ type: 'string', const: 'active' });
+    expect(ok('POST /api/v0/signups/verify').properties.status).toEqual({ type: 'string', const: 'active' });
     expect(ok('GET /api/v0/signups/verify', '200', 'text/html')).toEqual({ type: 'string' });
+    expect(ok('GET /api/v0/signups/verify').anyOf.map((s: { properties: { status: { const: string } } }) => s.properties.status.const)).toEqual(['confirmation_required', 'active']);
+    expect(ok('POST /api/v0/signups/verify', '403')).toBe(doc.components.schemas.Error);
     expect(ok('GET /metrics', '200', 'text/plain')).toEqual({ type: 'string' });
     expect(doc.paths['/codec/decode'].options.responses['204']).toBeDefined();
   });

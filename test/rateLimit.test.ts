@@ -1,13 +1,16 @@
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApi, type RunningApi } from '../src/api/main';
 import { resolveKeys } from '../src/temporal/codec';
+import { loadConfig } from '../src/config';
 import { SECRET, startHarness, type Harness } from './support/harness';
 
 let h: Harness;
 let replica: RunningApi;
 beforeAll(async () => {
-  h = await startHarness({ env: { RATE_LIMIT_DISABLED: 'false' } });
+  // One reverse proxy in front: the client is the rightmost X-Forwarded-For entry. Requests
+  // without the header (the tests above the proxy ones) are limited by their socket address.
+  h = await startHarness({ env: { RATE_LIMIT_DISABLED: 'false', TRUSTED_PROXY_COUNT: '1' } });
   // A second API process's worth of app on the same database: limits are shared through PostgreSQL.
   replica = await startApi({ ...h.config, http: { ...h.config.http, port: 0 } }, { db: h.db, log: h.log, keys: resolveKeys(h.config, h.log) });
 });
@@ -104,6 +107,70 @@ describe('rate limits', () => {
       if (i < 30) expect(last).toBe(410);
     }
     expect(last).toBe(429);
+  });
+
+  it('counts HEAD, GET and POST of the link against one limit: no method reaches the handler unlimited', async () => {
+    const from = { 'x-forwarded-for': '192.0.2.44' };
+    const link = `${h.api.url}/api/v0/signups/verify?token=${'C'.repeat(43)}`;
+    const statuses: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const method = ['HEAD', 'GET', 'POST'][i % 3]!;
+      const res = await fetch(link, method === 'POST'
+        ? { method, headers: { ...from, accept: 'application/json', 'content-type': 'application/json' }, body: JSON.stringify({ token: 'C'.repeat(43), password: 'guess-guess' }) }
+        : { method, headers: { ...from, accept: 'application/json' } });
+      statuses.push(res.status);
+    }
+    expect(statuses).toEqual(Array(30).fill(410));
+    for (const method of ['HEAD', 'GET']) expect((await fetch(link, { method, headers: from })).status, method).toBe(429);
+    // A browser over the limit gets a page.
+    const page = await fetch(link, { headers: { ...from, accept: 'text/html' } });
+    expect(page.status).toBe(429);
+    expect(page.headers.get('content-type')).toMatch(/text\/html/);
+    expect(await page.text()).toContain('Too many attempts');
+  });
+
+  describe('behind one trusted proxy (TRUSTED_PROXY_COUNT=1), forged leftmost X-Forwarded-For entries', () => {
+    /** What a client sends through the proxy: anything it likes, then the proxy appends its real address. */
+    const forged = (realClient: string) => ({ 'x-forwarded-for': `${randomInt(1, 255)}.${randomInt(0, 255)}.${randomInt(0, 255)}.${randomInt(1, 255)}, ${realClient}` });
+
+    it('do not give signups a fresh per-IP budget', async () => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 21; i++) {
+        const body = { tenant: 'default', email: `xff-${randomUUID().slice(0, 8)}@example.org`, display_name: 'x', password: 'password1' };
+        statuses.push((await post(h.api.url, '/api/v0/signups', body, forged('198.51.100.7'))).status);
+      }
+      expect(statuses.slice(0, 20)).toEqual(Array(20).fill(202));
+      expect(statuses[20]).toBe(429);
+      // The limit is the real client's: another one behind the same proxy is not affected.
+      const other = await post(h.api.url, '/api/v0/signups', { tenant: 'default', email: `xff-${randomUUID().slice(0, 8)}@example.org`, display_name: 'x', password: 'password1' }, forged('198.51.100.8'));
+      expect(other.status).toBe(202);
+    });
+
+    it('do not give resends a fresh per-IP budget', async () => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 21; i++) {
+        statuses.push((await post(h.api.url, '/api/v0/signups/resend', { tenant: 'default', email: `xff-${randomUUID().slice(0, 8)}@example.org` }, forged('198.51.100.9'))).status);
+      }
+      expect(statuses.slice(0, 20)).toEqual(Array(20).fill(202));
+      expect(statuses[20]).toBe(429);
+    });
+
+    it('do not give clicks on links a fresh per-IP budget', async () => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 31; i++) {
+        statuses.push((await fetch(`${h.api.url}/api/v0/signups/verify?token=${'D'.repeat(43)}`, { headers: { accept: 'application/json', ...forged('198.51.100.10') } })).status);
+      }
+      expect(statuses.slice(0, 30)).toEqual(Array(30).fill(410));
+      expect(statuses[30]).toBe(429);
+    });
+  });
+
+  it('refuses to start with TRUST_PROXY=true, which took the forgeable leftmost entry', () => {
+    const env = { TMC_SERVER_SECRET_FOR_COMMUNICATING_TO_SECRET_PROJECT: 'x' };
+    expect(() => loadConfig({ ...env, TRUST_PROXY: 'true' })).toThrow(/TRUST_PROXY: replaced by TRUSTED_PROXY_COUNT/);
+    expect(loadConfig({ ...env, TRUST_PROXY: 'false' }).http.trustedProxyCount).toBe(0);
+    expect(loadConfig({ ...env, TRUSTED_PROXY_COUNT: '2' }).http.trustedProxyCount).toBe(2);
+    expect(() => loadConfig({ ...env, TRUSTED_PROXY_COUNT: '-1' })).toThrow(/TRUSTED_PROXY_COUNT/);
   });
 
   it('keeps emails out of the rate-limit table', async () => {

@@ -5,6 +5,9 @@
  *   test/replay.test.ts` writes them). Replaying them catches a change to a workflow that would
  *   break runs already in flight in production; such a change needs `patched()` or a new type.
  * - Histories made by this run replay too, so every code path exercised here is deterministic.
+ * - signup-confirm-new-password.json and signup-restarted-after-terminate.json come from the
+ *   confirmation protocol (issue 12): a repeated attempt, a refused password and a new one; and a
+ *   fresh run started by signal-with-start after an operator terminated the first.
  * - test/histories/v1-*.json come from before LOCAL_INTERACTIVE_PATCH (tmcUserWorkflow) and
  *   LOCAL_CANDIDATE_PATCH (signupWorkflow), v2-signup-*.json from before LOCAL_MAIL_PATCH
  *   (signupWorkflow), v2-tmcUser-*.json from before RECONCILE_PATCH (tmcUserWorkflow); they must
@@ -26,6 +29,8 @@ const replayOptions = () => ({ workflowBundle: { codePath: inject('workflowBundl
 
 let h: Harness;
 const fresh: Array<{ name: string; json: string }> = [];
+const confirm = (link: URL, fields: Record<string, string>) =>
+  h.request('POST', '/api/v0/signups/verify', { body: { token: link.searchParams.get('token'), ...fields }, headers: { accept: 'application/json' } });
 
 beforeAll(async () => {
   h = await startHarness({ env: { SIGNUP_RESEND_INTERVAL: '1s', PAYLOAD_ENCRYPTION_KEYS: FIXTURE_KEYS } });
@@ -59,9 +64,31 @@ beforeAll(async () => {
   await h.request('POST', '/api/v0/signups/resend', { body: { tenant: 'default', email: 'replay-active@example.org' } });
   await eventually(() => h.mail.to('replay-active@example.org').length === 2);
   const link = new URL(h.mail.latestLink('replay-active@example.org')!);
-  await h.request('GET', link.pathname + link.search, { headers: { accept: 'application/json' } });
+  await confirm(link, { password: 'password1' });
   const active = await h.db('signups').where({ identifier: 'replay-active@example.org' }).first();
   await h.client.workflow.getHandle(signupWorkflowId(active.user_id)).result();
+
+  // signupWorkflow, the confirmation protocol: a second attempt (its mail carries its password),
+  // a wrong password refused, then a new password chosen with the newest link.
+  await h.request('POST', '/api/v0/signups', { body: { tenant: 'default', email: 'replay-confirm@example.org', display_name: 'A', password: 'first attempt' } });
+  await eventually(() => h.mail.to('replay-confirm@example.org').length === 1);
+  await new Promise((r) => setTimeout(r, 1_100));
+  await h.request('POST', '/api/v0/signups', { body: { tenant: 'default', email: 'replay-confirm@example.org', display_name: 'B', password: 'second attempt' } });
+  await eventually(() => h.mail.to('replay-confirm@example.org').length === 2);
+  const newest = new URL(h.mail.latestLink('replay-confirm@example.org')!);
+  expect((await confirm(newest, { password: 'first attempt' })).status).toBe(403);
+  expect((await confirm(newest, { new_password: 'chosen with the link' })).status).toBe(200);
+  const confirmed = await h.db('signups').where({ identifier: 'replay-confirm@example.org' }).first();
+  await h.client.workflow.getHandle(signupWorkflowId(confirmed.user_id)).result();
+
+  // signupWorkflow terminated by an operator, then confirmed: a fresh run, started by
+  // signal-with-start with the confirmation, finishes the signup.
+  await h.request('POST', '/api/v0/signups', { body: { tenant: 'default', email: 'replay-restart@example.org', display_name: 'T', password: 'password1' } });
+  await eventually(() => h.mail.to('replay-restart@example.org').length === 1);
+  const restarted = await h.db('signups').where({ identifier: 'replay-restart@example.org' }).first();
+  await h.client.workflow.getHandle(signupWorkflowId(restarted.user_id)).terminate('replay test');
+  expect((await confirm(new URL(h.mail.latestLink('replay-restart@example.org')!), { password: 'password1' })).status).toBe(200);
+  await h.client.workflow.getHandle(signupWorkflowId(restarted.user_id)).result();
 
   // signupWorkflow: cancelled by an operator.
   await h.request('POST', '/api/v0/signups', { body: { tenant: 'default', email: 'replay-cancel@example.org', display_name: 'C', password: 'password1' } });
@@ -76,6 +103,8 @@ beforeAll(async () => {
     ['tmcUser-fetch-failed', tmcUserWorkflowId(9003)],
     ['signup-resend-verified', signupWorkflowId(active.user_id)],
     ['signup-cancelled', signupWorkflowId(cancelled.user_id)],
+    ['signup-confirm-new-password', signupWorkflowId(confirmed.user_id)],
+    ['signup-restarted-after-terminate', signupWorkflowId(restarted.user_id)],
   ];
   for (const [name, workflowId] of runs) {
     fresh.push({ name, json: historyToJSON(await h.client.workflow.getHandle(workflowId).fetchHistory()) });
@@ -99,7 +128,7 @@ describe('workflow replay', () => {
   });
 
   it("replays this run's own histories", async () => {
-    expect(fresh).toHaveLength(5);
+    expect(fresh).toHaveLength(7);
     for (const { name, json } of fresh) {
       await expect(Worker.runReplayHistory(replayOptions(), historyFromJSON(JSON.parse(json)), name), name).resolves.toBeUndefined();
     }
@@ -143,6 +172,15 @@ describe('workflow replay', () => {
     const now = fresh.find((f) => f.name === 'signup-resend-verified')!.json;
     expect(markersIn(now)).toEqual(['core_patch', 'core_local_activity', 'core_patch', 'core_local_activity', 'core_local_activity']);
     expect(scheduledIn(now)).toEqual(['activateSignup']);
+  });
+
+  it('records the confirmation protocol and a restart after terminate', () => {
+    const events = (name: string) => (JSON.parse(readFileSync(path.join(DIR, `${name}.json`), 'utf8')).events as Array<{ eventType: string }>).map((e) => e.eventType);
+    // The fresh run was started by signal-with-start carrying the confirmation.
+    expect(events('signup-restarted-after-terminate').slice(0, 2)).toEqual(['EVENT_TYPE_WORKFLOW_EXECUTION_STARTED', 'EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED']);
+    expect(events('signup-restarted-after-terminate').at(-1)).toBe('EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED');
+    // A resend (the second attempt) and then the confirmation.
+    expect(events('signup-confirm-new-password').filter((e) => e === 'EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED')).toHaveLength(2);
   });
 
   it('detects a non-deterministic change (the check can fail)', async () => {

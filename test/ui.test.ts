@@ -69,7 +69,7 @@ describe('Temporal UI: finding stuck signups by SignupState', () => {
     const harness = h!;
     // One signup verified through its link (Active), one left waiting (AwaitingVerification).
     const active = await startSignup(harness);
-    const verified = await harness.request('GET', pathOf(active.link), { headers: { accept: 'application/json' } });
+    const verified = await harness.request('POST', '/api/v0/signups/verify', { body: { token: new URL(active.link).searchParams.get('token'), password: 'password1' }, headers: { accept: 'application/json' } });
     expect(verified.status).toBe(200);
     expect(await harness.client.workflow.getHandle(active.workflowId).result()).toEqual({ outcome: 'active' });
     expect((await harness.client.workflow.getHandle(active.workflowId).describe()).typedSearchAttributes.get(SignupStateKey)).toBe('Active');

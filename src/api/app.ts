@@ -70,8 +70,11 @@ export const appRouters = new WeakMap<Koa, Router[]>();
 
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
-  // Behind a reverse proxy, ctx.ip comes from X-Forwarded-For; otherwise from the socket.
-  app.proxy = deps.config.http.trustProxy;
+  // Behind N reverse proxies, ctx.ip is the Nth X-Forwarded-For entry from the right: the last
+  // hop no trusted proxy added (Koa's proxy + maxIpsCount keep only the rightmost N entries, and
+  // ctx.ip is the first of those). What the client put to the left of it is ignored.
+  app.proxy = deps.config.http.trustedProxyCount > 0;
+  app.maxIpsCount = deps.config.http.trustedProxyCount;
   app.silent = true;
 
   const health = new Router();
@@ -126,7 +129,8 @@ export function createApp(deps: AppDeps): Koa {
     if (encoding !== '' && encoding !== 'identity') throw new ApiError(415, 'Compressed request bodies are not accepted.');
     await next();
   });
-  // Strict JSON, as headless-lms parses it: duplicate keys and lone surrogates are a 400.
+  // Strict bodies, as headless-lms parses them: duplicate keys and lone surrogates are a 400.
+  // Forms (urlencoded) too, for the signup pages' own forms (verify, resend).
   app.use(jsonBodyParser({ limit: deps.config.http.maxBodyBytes }));
   if (!deps.config.rateLimit.disabled) {
     app.use(rateLimits({ db: deps.db, log: deps.log, tmcSecret: deps.config.tmc.sharedSecret, exemptTmc: deps.config.rateLimit.exemptTmc }));

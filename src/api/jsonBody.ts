@@ -95,22 +95,49 @@ function describeKey(key: string): string {
 }
 
 /**
+ * Parses an `application/x-www-form-urlencoded` body as strictly as parseStrictJson parses JSON:
+ * percent-escapes must decode to valid UTF-8 (URLSearchParams would make U+FFFD of them), and a
+ * name twice is refused. Returns `{name: value}` with string values.
+ */
+export function parseStrictForm(text: string): Record<string, string> {
+  const fields: Record<string, string> = Object.create(null);
+  for (const pair of text.split('&')) {
+    if (pair === '') continue;
+    const at = pair.indexOf('=');
+    const [rawName, rawValue] = at < 0 ? [pair, ''] : [pair.slice(0, at), pair.slice(at + 1)];
+    let name: string;
+    let value: string;
+    try {
+      name = decodeURIComponent(rawName.replace(/\+/g, ' '));
+      value = decodeURIComponent(rawValue.replace(/\+/g, ' '));
+    } catch {
+      throw new StrictJsonError('The form body has a field that is not valid percent-encoded UTF-8.');
+    }
+    if (name === '__proto__') throw new StrictJsonError('The form body has a field named "__proto__".');
+    if (Object.hasOwn(fields, name)) throw new StrictJsonError(`The form body has the field ${describeKey(name)} more than once.`);
+    fields[name] = value;
+  }
+  return { ...fields };
+}
+
+/**
  * Koa middleware: reads a POST/PUT/PATCH body declared as JSON (`application/json`, any
- * parameters) into `ctx.request.body`, up to `limit` bytes (413 beyond, before reading when the
- * declared length says so). Other bodies are left unread; routes that need JSON answer 415.
- * An empty body is `''`, which every route's schema refuses.
+ * parameters) or as a form (`application/x-www-form-urlencoded`, the signup pages' forms) into
+ * `ctx.request.body`, up to `limit` bytes (413 beyond, before reading when the declared length
+ * says so). Other bodies are left unread; routes that need JSON answer 415. An empty JSON body
+ * is `''`, which every route's schema refuses.
  */
 export function jsonBodyParser(options: { limit: number }) {
   return async function jsonBody(ctx: Context, next: Next): Promise<void> {
-    if (!['POST', 'PUT', 'PATCH'].includes(ctx.method) || ctx.request.body !== undefined || !ctx.is('application/json')) {
-      return next();
-    }
+    const type = ['POST', 'PUT', 'PATCH'].includes(ctx.method) && ctx.request.body === undefined ? ctx.is('application/json', 'application/x-www-form-urlencoded') : false;
+    if (!type) return next();
     const declared = ctx.get('content-length');
     // raw-body's errors carry status 413 or 400; the error handler maps them.
     const bytes = await getRawBody(ctx.req, { length: declared === '' ? undefined : declared, limit: options.limit });
     try {
       const text = decodeUtf8(bytes);
-      ctx.request.body = text.trim() === '' ? '' : parseStrictJson(text);
+      if (type === 'application/x-www-form-urlencoded') ctx.request.body = parseStrictForm(text);
+      else ctx.request.body = text.trim() === '' ? '' : parseStrictJson(text);
     } catch (err) {
       if (err instanceof StrictJsonError) throw new ApiError(400, err.message);
       throw err;

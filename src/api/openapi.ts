@@ -19,7 +19,7 @@ import type { UpstreamStatus, User } from '../db/users';
 import type { CreateUserResponse } from '../workflows/shared';
 import { payloadsBody } from './codec';
 import type { ErrorBody } from './errors';
-import { resendRequest, signupRequest } from './signups';
+import { confirmRequest, resendRequest, signupRequest } from './signups';
 import { changePasswordRequest, createUserRequest, loginRequest, upstreamIdParam } from './tmcServer';
 
 export type JsonSchema = Record<string, unknown>;
@@ -276,19 +276,31 @@ const VERIFICATION_SENT: Record<string, Response> = {
   202: { description: 'Accepted: a verification email is (or was recently) on its way.', content: json(ref('VerificationSent')) },
 };
 
-function verifyAnswer(status: 'active' | 'activating', description: string): Response {
+/** A JSON answer of the verify endpoints, or the page browsers get. */
+function verifyAnswer(status: 'active' | 'activating' | 'confirmation_required', description: string): Response {
+  const fields = status === 'confirmation_required' ? { status: z.literal(status) } : { status: z.literal(status), user_id: uuid };
   return {
     description,
     content: {
-      'application/json': {
-        schema: jsonSchema(z.strictObject({ status: z.literal(status), user_id: uuid }), 'output'),
-      },
+      'application/json': { schema: jsonSchema(z.strictObject(fields), 'output') },
       'text/html': { schema: { type: 'string' } },
     },
   };
 }
 
+/** An error JSON, or the page browsers get for it. */
+function errorOrPage(status: number, description: string): Record<string, Response> {
+  return { [String(status)]: { description, content: { ...json(ref('Error')), 'text/html': { schema: { type: 'string' } } } } };
+}
+
+const PAGES_NOTE =
+  'Browsers get HTML pages (a GET that does not prefer JSON, and the pages\' own form posts, `application/x-www-form-urlencoded`); `Accept: application/json` gets JSON. Pages carry a strict Content-Security-Policy and `Referrer-Policy: no-referrer`.';
+
 function signupPaths(): Record<string, PathItem> {
+  const form = (schema: z.ZodType) => ({
+    required: true,
+    content: { ...json(jsonSchema(schema, 'input')), 'application/x-www-form-urlencoded': { schema: jsonSchema(schema, 'input') } },
+  });
   return {
     '/api/v0/signups': {
       post: {
@@ -296,7 +308,7 @@ function signupPaths(): Record<string, PathItem> {
         tags: ['signups'],
         summary: 'Start (or resume) a signup and email a verification link',
         description:
-          'A pending signup for the same email (trimmed, lower-cased) is resumed with its password unchanged. An active account for the email gets the same 202 (and a notice by mail), unless SIGNUP_REVEAL_EXISTING=true (409 `already_exists`).',
+          "A pending signup for the same email (trimmed, lower-cased) is resumed: this attempt's password and name go with the next link (which a resend interval may hold back). Activation needs a confirmation through a link, with a password the link's holder types. An active account for the email gets the same 202 (and a notice by mail), unless SIGNUP_REVEAL_EXISTING=true (409 `already_exists`). New, pending and active addresses take the same time (one argon2 hash each).",
         requestBody: body(signupRequest),
         responses: {
           ...VERIFICATION_SENT,
@@ -315,23 +327,52 @@ function signupPaths(): Record<string, PathItem> {
     },
     '/api/v0/signups/verify': {
       get: {
-        operationId: 'verifySignup',
+        operationId: 'showSignupLink',
         tags: ['signups'],
-        summary: 'The link in the verification email: activates the user',
-        description: 'Answers JSON when the client asks for it (`Accept: application/json`), else a small HTML page. A second click is harmless.',
+        summary: 'The link in the verification email: shows the confirmation, changes nothing',
+        description: `GET and HEAD never change state: mail scanners and link previews open links too. ${PAGES_NOTE}`,
         parameters: [
           {
             name: 'token',
             in: 'query',
             required: true,
-            description: 'The single-use token from the email: 32 random bytes, base64url.',
+            description: 'The token from the email: 32 random bytes, base64url.',
             schema: jsonSchema(z.string().regex(TOKEN_FORMAT), 'input'),
           },
+          { name: 'choose', in: 'query', required: false, description: '`new`: the page offers the new-password form only.', schema: { type: 'string', enum: ['new'] } },
+          { name: 'tenant', in: 'query', required: false, description: 'The tenant the invalid-link page offers a new link for, when the token is unknown.', schema: { type: 'string' } },
         ],
         responses: {
-          200: verifyAnswer('active', 'The user is active.'),
-          202: verifyAnswer('activating', 'The email is confirmed; the user is still being activated.'),
-          ...errors([410, 'The token is unknown, already used, or expired (one message for all three).'], 503),
+          200: {
+            description: 'Pending: `{"status":"confirmation_required"}` (the page has the confirm form); or active: `{"status":"active","user_id"}`.',
+            content: {
+              'application/json': {
+                schema: jsonSchema(z.union([z.strictObject({ status: z.literal('confirmation_required') }), z.strictObject({ status: z.literal('active'), user_id: uuid })]), 'output'),
+              },
+              'text/html': { schema: { type: 'string' } },
+            },
+          },
+          202: verifyAnswer('activating', 'Confirmed; the user is still being activated.'),
+          ...errorOrPage(410, 'The token is unknown, replaced by a newer link, or expired (one message for all). The page offers a form for a new link.'),
+          ...errorOrPage(503, ERROR_DESCRIPTIONS[503]!),
+          ...RATE_LIMITED,
+          ...DEFAULT,
+        },
+      },
+      post: {
+        operationId: 'confirmSignup',
+        tags: ['signups'],
+        summary: 'Confirm a signup with its password, or a new one, and activate it',
+        description: `\`{"token","password"}\`: the password must match the one chosen in the signup attempt whose mail carried the token. \`{"token","new_password"}\`: the holder of the link sets the password. Either way the account is activated with a password the link's holder typed. Repeating a confirmation is safe. ${PAGES_NOTE}`,
+        requestBody: form(confirmRequest),
+        responses: {
+          200: verifyAnswer('active', 'The user is active (now, or already before this request, which then changed nothing).'),
+          202: verifyAnswer('activating', 'Confirmed; the user is still being activated.'),
+          ...errorOrPage(400, ERROR_DESCRIPTIONS[400]!),
+          ...errorOrPage(403, 'The password does not match the one chosen for this signup. Nothing was changed; the page offers to choose a new password.'),
+          ...errorOrPage(410, 'The token is unknown, replaced by a newer link, or expired.'),
+          ...errors(413, [415, 'The body is neither JSON nor a form.']),
+          ...errorOrPage(503, ERROR_DESCRIPTIONS[503]!),
           ...RATE_LIMITED,
           ...DEFAULT,
         },
@@ -342,10 +383,9 @@ function signupPaths(): Record<string, PathItem> {
         operationId: 'resendSignup',
         tags: ['signups'],
         summary: 'A fresh verification link for a pending signup, throttled',
-        description:
-          'Always 202 for valid input, whether or not a signup is pending; a mail goes out only if the last one is older than SIGNUP_RESEND_INTERVAL.',
-        requestBody: body(resendRequest),
-        responses: { ...VERIFICATION_SENT, ...errors(400, 413, 415, 503), ...RATE_LIMITED, ...DEFAULT },
+        description: `Always 202 for valid input, whether or not a signup is pending; a mail goes out only if the last one is older than SIGNUP_RESEND_INTERVAL. ${PAGES_NOTE}`,
+        requestBody: form(resendRequest),
+        responses: { ...VERIFICATION_SENT, ...errorOrPage(400, ERROR_DESCRIPTIONS[400]!), ...errors(413, 415), ...errorOrPage(503, ERROR_DESCRIPTIONS[503]!), ...RATE_LIMITED, ...DEFAULT },
       },
     },
   };

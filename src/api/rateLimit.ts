@@ -20,6 +20,8 @@ import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Db } from '../db';
 import { identifierOf } from '../db/signups';
 import type { Logger } from '../logger';
+import { pages } from './pages';
+import { sendPage, wantsHtml } from './signups';
 
 interface Limit {
   points: number;
@@ -39,11 +41,15 @@ export const AUTHENTICATE_FAILURES: Limit = { points: 10, durationSeconds: 300 }
 
 type Endpoint = keyof typeof LIMITS;
 
+/**
+ * By path, whatever the method: every method that reaches a handler (GET, HEAD and POST of the
+ * link; a HEAD is served by the GET handler) counts against the same limit.
+ */
 const ROUTES: Record<string, Endpoint> = {
-  'POST /api/v0/signups': 'signup',
-  'POST /api/v0/signups/resend': 'resend',
-  'GET /api/v0/signups/verify': 'verify',
-  'POST /api/v0/tmc-server/users/authenticate': 'authenticate',
+  '/api/v0/signups': 'signup',
+  '/api/v0/signups/resend': 'resend',
+  '/api/v0/signups/verify': 'verify',
+  '/api/v0/tmc-server/users/authenticate': 'authenticate',
 };
 
 /** The identifier a request is about, if its body names one. Bad bodies are the validator's job. */
@@ -132,7 +138,7 @@ export function rateLimits(options: { db: Db; log: Logger; tmcSecret: string; ex
   };
 
   return async (ctx: Context, next: Next) => {
-    const endpoint = ROUTES[`${ctx.method} ${ctx.path.replace(/\/+$/, '') || '/'}`];
+    const endpoint = ROUTES[ctx.path.replace(/\/+$/, '') || '/'];
     if (!endpoint) return next();
     const { ip, id } = limiters[endpoint];
     const identifier = identifierFor(endpoint, ctx.request.body);
@@ -141,6 +147,12 @@ export function rateLimits(options: { db: Db; log: Logger; tmcSecret: string; ex
       if (id && identifier) await id.consume(keyOf(identifier));
     } catch (err) {
       if (err instanceof RateLimiterRes) {
+        // A person following a link or submitting one of its forms gets a page.
+        if ((endpoint === 'verify' || endpoint === 'resend') && wantsHtml(ctx)) {
+          const retry = Math.max(1, Math.ceil(err.msBeforeNext / 1000));
+          ctx.set('Retry-After', String(retry));
+          return sendPage(ctx, pages.rateLimited(retry));
+        }
         tooManyRequests(ctx, err.msBeforeNext);
         return;
       }

@@ -17,6 +17,7 @@
 import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import { msToNumber } from '@temporalio/common/lib/time';
 import { createTemporalClient } from '../temporal/client';
+import { isWorkflowClosed } from '../temporal/starters';
 import { loadKeys } from '../temporal/codec';
 import { cancelSignal, resendSignal, signupStatusQuery } from '../workflows/shared';
 
@@ -172,12 +173,20 @@ async function runningSignup(client: Client, workflowId: string) {
   return client.workflow.getHandle(workflowId, description.runId);
 }
 
+/** Sends a signal to the run `runningSignup` found; a run that closed in between is a CliFailure, not a stack trace. */
+async function signalRunning(client: Client, workflowId: string, send: () => Promise<void>): Promise<void> {
+  await client.withDeadline(Date.now() + CALL_DEADLINE_MS, send).catch((err: unknown) => {
+    if (isWorkflowClosed(err)) throw new CliFailure(`${workflowId} closed before the signal reached it`);
+    throw err;
+  });
+}
+
 async function resend(client: Client, args: string[]): Promise<number> {
   const { positional } = parseArgs(args, []);
   const [workflowId, extra] = positional;
   if (!workflowId || extra !== undefined) throw new UsageError('resend takes one workflow id');
   const handle = await runningSignup(client, workflowId);
-  await client.withDeadline(Date.now() + CALL_DEADLINE_MS, () => handle.signal(resendSignal));
+  await signalRunning(client, workflowId, () => handle.signal(resendSignal));
   console.log(`${workflowId}: resend requested (a fresh link goes out unless the last one is younger than the resend interval)`);
   return 0;
 }
@@ -188,7 +197,7 @@ async function cancel(client: Client, args: string[]): Promise<number> {
   if (!workflowId || extra !== undefined) throw new UsageError('cancel takes one workflow id');
   const waitMs = options.has('wait') ? parseDuration(options.get('wait'), '--wait') : 30_000;
   const handle = await runningSignup(client, workflowId);
-  await client.withDeadline(Date.now() + CALL_DEADLINE_MS, () => handle.signal(cancelSignal));
+  await signalRunning(client, workflowId, () => handle.signal(cancelSignal));
   console.error(`${workflowId}: cancel signal sent, waiting up to ${formatAge(waitMs)} for the workflow to end`);
 
   const signal = AbortSignal.timeout(waitMs);

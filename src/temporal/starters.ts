@@ -135,8 +135,9 @@ export async function startSignup(client: Client, taskQueue: string, s: SignupSt
 }
 
 /**
- * Asks a pending signup for a fresh link. Signal-with-start: if the workflow is not running yet
- * (its starter is still on its way, or failed), this starts it from the same reserved row.
+ * Asks a pending signup for a fresh link. Signal-with-start: if the workflow is not running (its
+ * starter is still on its way or failed, or an operator terminated it), this starts a fresh run
+ * from the same reserved row, which continues from what the row records.
  */
 export async function resumeSignup(client: Client, taskQueue: string, s: SignupStart, deadline = Date.now() + INTERACTIVE_DEADLINE_MS): Promise<void> {
   await settleBy(client, deadline, () =>
@@ -144,8 +145,48 @@ export async function resumeSignup(client: Client, taskQueue: string, s: SignupS
   );
 }
 
-export async function signalEmailVerified(client: Client, workflowId: string, tokenId: string, deadline = Date.now() + INTERACTIVE_DEADLINE_MS): Promise<void> {
-  await settleBy(client, deadline, () => client.workflow.getHandle(workflowId).signal(emailVerifiedSignal, { tokenId }));
+/**
+ * Tells the signup's workflow that a link was confirmed (the token's row id, never the token).
+ * Returns 'closed' when no run of it is open: it completed (the caller re-reads the signup's row
+ * for the answer) or was terminated by an operator (see restartVerifiedSignup).
+ */
+export async function signalEmailVerified(
+  client: Client,
+  workflowId: string,
+  tokenId: string,
+  deadline = Date.now() + INTERACTIVE_DEADLINE_MS,
+): Promise<'signalled' | 'closed'> {
+  try {
+    await settleBy(client, deadline, () => client.workflow.getHandle(workflowId).signal(emailVerifiedSignal, { tokenId }));
+    return 'signalled';
+  } catch (err) {
+    if (isWorkflowClosed(err)) return 'closed';
+    throw err;
+  }
+}
+
+/**
+ * A pending signup whose workflow has closed without ending it (terminated from the UI or the
+ * CLI): a fresh run from the same row, told of the confirmation at its start. The fresh run's
+ * activities find the candidate and the mail already done (they are idempotent) and go straight
+ * to the activation, so the row and the workflow agree again.
+ */
+export async function restartVerifiedSignup(client: Client, taskQueue: string, s: SignupStart, tokenId: string, deadline = Date.now() + INTERACTIVE_DEADLINE_MS): Promise<void> {
+  await settleBy(client, deadline, () =>
+    client.workflow.signalWithStart<typeof signupWorkflow, [{ tokenId: string }]>('signupWorkflow', {
+      ...signupOptions(taskQueue, s),
+      signal: emailVerifiedSignal,
+      signalArgs: [{ tokenId }],
+    }),
+  );
+}
+
+/** The workflow has no open run: the server answers NotFound ("workflow execution already completed"). */
+export function isWorkflowClosed(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = (e as { cause?: unknown }).cause) {
+    if (e.name === 'WorkflowNotFoundError' || /workflow execution already completed/i.test(e.message)) return true;
+  }
+  return false;
 }
 
 /** Sends the "account already exists" notice, at most once per resend interval per user. */

@@ -87,11 +87,14 @@ export async function signupWorkflow(input: SignupWorkflowInput): Promise<Signup
   // Set once, right after the candidate: local, numbered sends (the number lets the activity
   // recognise its own retries, see sendVerificationEmail), or the regular activity of old runs.
   let localMailRun = false;
+  // The activity reports what the database has recorded (runs of older code got nothing back and
+  // count for themselves, as before): a fresh run of a signup whose earlier run an operator
+  // terminated continues the count and the resend interval instead of starting from zero. Only
+  // values change here, no command, so histories of either kind replay.
   const sendLink = async () => {
-    if (localMailRun) await localMail.sendVerificationEmail({ signupId, sendNo: emailsSent + 1 });
-    else await mail.sendVerificationEmail({ signupId });
-    emailsSent++;
-    lastEmailSentAtMs = Date.now();
+    const sent = localMailRun ? await localMail.sendVerificationEmail({ signupId, sendNo: emailsSent + 1 }) : await mail.sendVerificationEmail({ signupId });
+    emailsSent = sent ? Math.max(sent.emailsSent, emailsSent + 1) : emailsSent + 1;
+    lastEmailSentAtMs = sent?.lastEmailSentAtMs ?? Date.now();
   };
 
   if (workflowInfo().typedSearchAttributes.get(SignupStateKey) !== 'AwaitingVerification') enter('AwaitingVerification');

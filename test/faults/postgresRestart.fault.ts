@@ -79,8 +79,8 @@ it(`answers 503 while PostgreSQL is down for ${OUTAGE_MS / 1000} s and completes
     }
     for (let i = 0; i < MAX_TRIES; i++) {
       const link = await stack.mails.waitFor(email, 1, 120_000);
-      const res = await timed('GET verify', () => stack.request('GET', pathOf(link), { headers: { accept: 'application/json' } }));
-      noteFlow(email, `GET:${res.status}${res.body?.status ? `/${res.body.status}` : ''}`);
+      const res = await timed('POST verify', () => stack.request('POST', '/api/v0/signups/verify', { body: { token: new URL(link).searchParams.get('token'), password }, headers: { accept: 'application/json' } }));
+      noteFlow(email, `CONFIRM:${res.status}${res.body?.status ? `/${res.body.status}` : ''}`);
       if (res.status === 200 || res.status === 202) return;
       await sleep(1_000);
     }

@@ -57,7 +57,7 @@ export class SmtpCapture {
   latestLink(address: string): string | undefined {
     const mails = this.to(address);
     const text = mails[mails.length - 1]?.text ?? '';
-    return /https?:\/\/\S+\/api\/v0\/signups\/verify\?token=[A-Za-z0-9_-]+/.exec(text)?.[0];
+    return /https?:\/\/\S+\/api\/v0\/signups\/verify\?token=[A-Za-z0-9_-]+(?:&tenant=[^\s&]+)?/.exec(text)?.[0];
   }
 
   async stop(): Promise<void> {

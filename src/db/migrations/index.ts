@@ -7,6 +7,7 @@ import * as m001 from './001_tmc_users';
 import * as m002 from './002_signup';
 import * as m003 from './003_rate_limits';
 import * as m004 from './004_tmc_abandoned_attempts';
+import * as m005 from './005_signup_confirmation';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -18,6 +19,7 @@ const migrations: Record<string, Migration> = {
   '002_signup': m002,
   '003_rate_limits': m003,
   '004_tmc_abandoned_attempts': m004,
+  '005_signup_confirmation': m005,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
