@@ -6,6 +6,7 @@ import type { Knex } from 'knex';
 import * as m001 from './001_tmc_users';
 import * as m002 from './002_signup';
 import * as m003 from './003_rate_limits';
+import * as m004 from './004_headless_lms_import';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -16,6 +17,7 @@ const migrations: Record<string, Migration> = {
   '001_tmc_users': m001,
   '002_signup': m002,
   '003_rate_limits': m003,
+  '004_headless_lms_import': m004,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
