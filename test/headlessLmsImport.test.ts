@@ -14,7 +14,7 @@ import { freePort } from '../src/dev/ports';
 import { PROJECT_ROOT } from '../src/dev/temporalServer';
 import { DEV_KEY_FILE } from '../src/temporal/codec';
 import { hasCurrentParameters } from '../src/passwords';
-import { HEADLESS_LMS_IMPORT_WORKFLOW_ID, type ImportReport } from '../src/workflows/shared';
+import { HEADLESS_LMS_IMPORT_WORKFLOW_ID, type ImportProgress, type ImportReport } from '../src/workflows/shared';
 import { HEADLESS_LMS_HASHES as H } from './fixtures/headlessLmsHashes';
 import { createHeadlessLmsSource, generateSourceUsers, insertSourceUsers, SOURCE_SCHEMA, withSource, type SourceUser } from './support/headlessLmsSource';
 import { eventually, startHarness, type Harness } from './support/harness';
@@ -242,7 +242,8 @@ describe('an import whose worker is SIGKILLed halfway', () => {
     await eventually(() => output.join('').includes('"worker started"'), { timeoutMs: 90_000, intervalMs: 250, what: 'the worker process to start' });
 
     // 60 batches of 100, 7 per workflow run: it also continues as new eight times.
-    const reportPromise = runImport(h.db, h.client, h.config.temporal.taskQueue, { sourceUrl: big, batchSize: 100, batchesPerRun: 7 });
+    const readings: ImportProgress[] = [];
+    const reportPromise = runImport(h.db, h.client, h.config.temporal.taskQueue, { sourceUrl: big, batchSize: 100, batchesPerRun: 7, onProgress: (p) => readings.push(p) });
     reportPromise.catch(() => undefined);
     await eventually(async () => Number((await h.db('import_batches').count<{ count: string }[]>('* as count'))[0]!.count) >= 15, { timeoutMs: 60_000, intervalMs: 20, what: 'a quarter of the batches' });
     const exited = once(worker, 'exit');
@@ -259,7 +260,15 @@ describe('an import whose worker is SIGKILLed halfway', () => {
     const passwords = await h.db('user_passwords as p').join('users as u', 'u.id', 'p.user_id').where('u.upstream_id', '>=', 100_000).count<{ count: string }[]>('* as count');
     expect(passwords).toEqual([{ count: String(N - N / 10) }]);
     // 61 batches at 7 a run: the chain continued as new eight times before it completed.
-    const description = await h.client.workflow.getHandle(HEADLESS_LMS_IMPORT_WORKFLOW_ID).describe();
+    const handle = h.client.workflow.getHandle(HEADLESS_LMS_IMPORT_WORKFLOW_ID);
+    const description = await handle.describe();
     expect(description.status.name).toBe('COMPLETED');
+
+    // Progress as the CLI saw it (the importProgress query), and as the Temporal UI shows it.
+    expect(readings.some((p) => p.phase === 'importing' && p.rowsDone > 0 && p.rowsDone < N && p.rowsTotal === N && p.batch > 1)).toBe(true);
+    expect(description.memo).toEqual({ progress: { rowsDone: N, rowsTotal: N, batch: 61 } });
+    const metadata = await handle.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    expect(metadata.currentDetails).toContain(`**done**: ${N} / ${N} rows`);
+    expect(JSON.stringify(description.memo) + metadata.currentDetails).not.toMatch(/@example\.org/);
   }, 240_000);
 });
