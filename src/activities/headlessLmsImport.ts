@@ -6,7 +6,7 @@
  */
 import { ApplicationFailure, heartbeat } from '@temporalio/activity';
 import type { Db } from '../db';
-import { checkSource, openSource, readSourceBatch, SourceSchemaError, type SourceDb } from '../db/headlessLms';
+import { checkSource, copySourceBatch, openSource, SourceSchemaError, type SourceDb } from '../db/headlessLms';
 import { applyImportBatch, finishImportRun, importSourceUrl, recordedBatch, type BatchResult } from '../db/importedUsers';
 import type { Logger } from '../logger';
 import { ImportSourceInvalid } from '../workflows/shared';
@@ -56,9 +56,8 @@ export function createHeadlessLmsImportActivities({ db, log }: HeadlessLmsImport
       const recorded = await recordedBatch(db, input.importId, input.batchNo);
       if (recorded) return recorded;
       const { source } = await sourceFor(input.importId);
-      const batch = await readSourceBatch(source, input.afterId, input.limit);
       heartbeat();
-      const result = await applyImportBatch(db, input.importId, input.batchNo, batch);
+      const result = await applyImportBatch(db, input.importId, input.batchNo, (into) => copySourceBatch(source, input.afterId, input.limit, into));
       log.info({ importId: input.importId, batchNo: input.batchNo, rows: result.rows, imported: result.imported, updated: result.updated, conflicts: result.conflicts }, 'headless-lms import batch');
       return result;
     },

@@ -1,5 +1,5 @@
 /**
- * `npm run import:headless-lms -- --source <postgres URL> [--dry-run] [--batch-size 2000]`:
+ * `npm run import:headless-lms -- --source <postgres URL> [--dry-run] [--batch-size 10000]`:
  * copies a running headless-lms's users, details and password hashes into this service
  * (docs/switch-over.md).
  *
@@ -20,7 +20,7 @@
 import { randomUUID } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { createDb, type Db } from '../db';
-import { checkSource, describeSourceUrl, openSource, readSourceBatch, SourceSchemaError, SourceUnavailableError } from '../db/headlessLms';
+import { checkSource, copySourceBatch, describeSourceUrl, openSource, SourceSchemaError, SourceUnavailableError } from '../db/headlessLms';
 import { createImportRun, dryRunImportBatch, finishImportRun } from '../db/importedUsers';
 import { createTemporalClient } from '../temporal/client';
 import { loadKeys } from '../temporal/codec';
@@ -37,11 +37,11 @@ const USAGE = [
   'usage: npm run import:headless-lms -- --source <postgres://user:pass@host:port/db> [--dry-run] [--batch-size <n>]',
   '  --source      the headless-lms database; only read, in read-only transactions',
   '  --dry-run     print what an import would do (counts and conflicts) without writing anything',
-  '  --batch-size  users per batch (default 2000)',
+  '  --batch-size  users per batch (default 10000)',
 ].join('\n');
 
-export const DEFAULT_BATCH_SIZE = 2000;
-/** Batches per workflow run before it continues as new: ~8 history events each. */
+export const DEFAULT_BATCH_SIZE = 10_000;
+/** Batches per workflow run before it continues as new (~8 history events each): 1 000 000 users a run. */
 export const DEFAULT_BATCHES_PER_RUN = 100;
 
 class UsageError extends Error {}
@@ -79,13 +79,13 @@ export async function dryRun(db: Db, { sourceUrl, batchSize = DEFAULT_BATCH_SIZE
   try {
     for (;;) {
       onProgress?.({ phase: 'importing', rowsDone: counts.rows, rowsTotal: Math.max(total, counts.rows), batch: batches + 1, counts: { ...counts } });
-      const batch = await readSourceBatch(source, afterId, batchSize);
-      const r = await dryRunImportBatch(db, batch);
+      const cursor: string | null = afterId;
+      const r = await dryRunImportBatch(db, (into) => copySourceBatch(source, cursor, batchSize, into));
       batches++;
       for (const k of Object.keys(counts) as Array<keyof ImportCounts>) counts[k] += r[k];
       conflictList.push(...r.conflictList.slice(0, MAX_LISTED_CONFLICTS - conflictList.length));
-      afterId = batch.lastId ?? afterId;
-      if (batch.rows < batchSize) break;
+      afterId = r.lastId ?? afterId;
+      if (r.rows < batchSize) break;
     }
   } finally {
     await source.destroy();
@@ -116,6 +116,7 @@ export async function runImport(db: Db, client: Client, taskQueue: string, optio
     throw err;
   }
   let polling = true;
+  let wake: () => void = () => undefined;
   const poll = (async () => {
     while (polling) {
       try {
@@ -124,13 +125,14 @@ export async function runImport(db: Db, client: Client, taskQueue: string, optio
       } catch {
         // Between two runs, or while no worker answers: the next reading will do.
       }
-      await new Promise((r) => setTimeout(r, 500));
+      if (polling) await new Promise<void>((r) => ((wake = r), setTimeout(r, 500)));
     }
   })();
   try {
     return (await handle.result()) as ImportReport;
   } finally {
     polling = false;
+    wake();
     await poll;
     await finishImportRun(db, importId).catch(() => undefined);
   }

@@ -8,7 +8,11 @@
  *   user_details (user_id, email, first_name, last_name)
  *   user_passwords (user_id, password_hash, created_at, updated_at, deleted_at)
  */
+import type { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import knex, { type Knex } from 'knex';
+import type pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
 
 export type SourceDb = Knex;
 
@@ -89,40 +93,45 @@ export async function checkSource(source: SourceDb, url: string): Promise<{ user
   return { users: Number(counted.rows[0]!.count) };
 }
 
-/** One batch of source users, as JSON text ready for the target's json_populate_recordset. */
-export interface SourceBatch {
-  /** A JSON array of rows; timestamps are kept as PostgreSQL text, to the microsecond. */
-  rowsJson: string;
-  rows: number;
-  /** The largest id in the batch (the next batch starts after it), or null for an empty batch. */
-  lastId: string | null;
-}
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
- * Up to `limit` users with ids after `afterId` (keyset pagination by id, so a batch costs the
- * same at any depth), each with its details and password row if any, ordered by id. Read in
- * one READ ONLY transaction and serialized by PostgreSQL: the rows never become JS objects.
+ * Copies up to `limit` users with ids after `afterId` (keyset pagination by id, so a batch costs
+ * the same at any depth), each with its details and password row if any, ordered by id, into
+ * `into` in COPY text format: id, created_at, updated_at, deleted_at, upstream_id, email_domain,
+ * email, first_name, last_name, password_hash, password_created_at, password_updated_at,
+ * password_deleted_at. One READ ONLY transaction; the rows stream from PostgreSQL to PostgreSQL
+ * without becoming JS values, and timestamps keep their microseconds.
  */
-export async function readSourceBatch(source: SourceDb, afterId: string | null, limit: number): Promise<SourceBatch> {
-  const result = await source.transaction(
-    (trx) =>
-      trx.raw<{ rows: Array<{ rows_json: string; rows: string; last_id: string | null }> }>(
-        `SELECT coalesce(json_agg(b ORDER BY b.id), '[]')::text AS rows_json, count(*) AS rows, (array_agg(b.id ORDER BY b.id DESC))[1] AS last_id
-         FROM (
-           SELECT u.id, u.created_at, u.updated_at, u.deleted_at, u.upstream_id, u.email_domain,
-                  d.email, d.first_name, d.last_name,
-                  p.password_hash, p.created_at AS password_created_at, p.updated_at AS password_updated_at, p.deleted_at AS password_deleted_at
-           FROM users u
-           LEFT JOIN user_details d ON d.user_id = u.id
-           LEFT JOIN user_passwords p ON p.user_id = u.id
-           WHERE (?::uuid IS NULL OR u.id > ?::uuid)
-           ORDER BY u.id
-           LIMIT ?
-         ) b`,
-        [afterId, afterId, limit],
-      ),
-    readOnly,
-  );
-  const row = result.rows[0]!;
-  return { rowsJson: row.rows_json, rows: Number(row.rows), lastId: row.last_id };
+export async function copySourceBatch(source: SourceDb, afterId: string | null, limit: number, into: Writable): Promise<void> {
+  // COPY takes no bind parameters: both values are checked before they are written into the SQL.
+  if (afterId !== null && !UUID.test(afterId)) throw new Error('afterId must be a UUID');
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new Error('limit must be a positive integer');
+  const sql = `COPY (
+    SELECT u.id, u.created_at, u.updated_at, u.deleted_at, u.upstream_id, u.email_domain,
+           d.email, d.first_name, d.last_name,
+           p.password_hash, p.created_at, p.updated_at, p.deleted_at
+    FROM users u
+    LEFT JOIN user_details d ON d.user_id = u.id
+    LEFT JOIN user_passwords p ON p.user_id = u.id
+    ${afterId === null ? '' : `WHERE u.id > '${afterId}'::uuid`}
+    ORDER BY u.id
+    LIMIT ${limit}
+  ) TO STDOUT`;
+  const conn = (await source.client.acquireConnection()) as pg.PoolClient;
+  let broken = false;
+  try {
+    await conn.query('BEGIN TRANSACTION READ ONLY');
+    try {
+      await conn.query("SET LOCAL datestyle = 'ISO, YMD'");
+      await pipeline(conn.query(copyTo(sql)), into);
+      await conn.query('COMMIT');
+    } catch (err) {
+      await conn.query('ROLLBACK').catch(() => (broken = true));
+      throw err;
+    }
+  } finally {
+    if (broken) await conn.end().catch(() => undefined);
+    await source.client.releaseConnection(conn);
+  }
 }
