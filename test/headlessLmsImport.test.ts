@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { runImport } from '../src/cli/importHeadlessLms';
+import { openSource } from '../src/db/headlessLms';
 import { freePort } from '../src/dev/ports';
 import { PROJECT_ROOT } from '../src/dev/temporalServer';
 import { DEV_KEY_FILE } from '../src/temporal/codec';
@@ -197,6 +198,20 @@ describe('npm run import:headless-lms', () => {
     expect(await h.db('users').where({ id: users.nfc.id }).first('email_domain')).toEqual({ email_domain: 'moved.org' });
     expect(await storedHash(users.long.id)).toBe(H.legacy.hash);
     expect(await h.db('users').where({ id: newer }).first('upstream_id')).toEqual({ upstream_id: 9201 });
+  }, 60_000);
+
+  it('only reads the source: its sessions refuse writes, and an import leaves it as it was', async () => {
+    const source = openSource(sourceUrl);
+    try {
+      await expect(source.raw(`UPDATE users SET email_domain = 'x' WHERE id = ?`, [users.nfc.id])).rejects.toThrow(/read-only transaction/);
+    } finally {
+      await source.destroy();
+    }
+    const dump = () => withSource(sourceUrl, async (c) => JSON.stringify((await c.query('SELECT u.*, d.*, p.* FROM users u LEFT JOIN user_details d ON d.user_id = u.id LEFT JOIN user_passwords p ON p.user_id = u.id ORDER BY u.id')).rows));
+    const before = await dump();
+    const run = await cli('--source', sourceUrl);
+    expect(run.code, run.stderr).toBe(0);
+    expect(await dump()).toBe(before);
   }, 60_000);
 
   it('refuses a source with a different schema, naming what is missing, and writes nothing', async () => {
