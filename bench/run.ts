@@ -6,10 +6,11 @@
  *   1. authenticate (HTTP) against in-process argon2.verify, at 1, 2, 4 and 16 clients;
  *   2. create's latency against the same steps done directly, without Temporal;
  *   3. end-to-end signup throughput against a no-op workflow's, on the same server and worker;
- *   4. the cost of 10 / 1 000 / 10 000 signups waiting for verification.
+ *   4. the cost of 10 / 1 000 / 10 000 signups waiting for verification;
+ *   5. importing 100 000 headless-lms users against a plain INSERT … SELECT copy (dblink).
  *
  * Prints a table and writes bench/results.json (medians of the runs, with min and max).
- * Options: --quick, --sections=1,2,3,4, --runs=N, --levels=10,1000,10000, --out=FILE, --keep (keep logs).
+ * Options: --quick, --sections=1,2,3,4,5, --runs=N, --levels=10,1000,10000, --import-users=N, --out=FILE, --keep (keep logs).
  */
 import { execSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -19,13 +20,17 @@ import path from 'node:path';
 import argon2 from 'argon2';
 import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash } from '../src/db/users';
 import { findTenant, identifierOf, reserveSignup } from '../src/db/signups';
+import { DEFAULT_BATCH_SIZE, runImport } from '../src/cli/importHeadlessLms';
+import { createDb, migrate } from '../src/db';
 import { hashPassword } from '../src/passwords';
+import { HEADLESS_LMS_HASHES } from '../test/fixtures/headlessLmsHashes';
+import { createHeadlessLmsSource, generateSourceUsers } from '../test/support/headlessLmsSource';
 import { startSignup } from '../src/temporal/starters';
 import { TmcClient } from '../src/tmc';
 import { rssMiB } from './children';
 import { createBreakdown, type CreateBreakdown } from './history';
 import { coresBetween, formatCores, sampleCpu } from './cpu';
-import { pathOf, startStack, type Stack } from './stack';
+import { createDatabaseAt, pathOf, startStack, type Stack } from './stack';
 import { closedLoop, fmt, percentile, round, summarize } from './stats';
 import type { ProcessStats } from './processStats';
 
@@ -36,15 +41,17 @@ const flag = (name: string) => args.includes(`--${name}`);
 const option = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 
 const quick = flag('quick');
-const sections = new Set((option('sections') ?? '1,2,3,4').split(',').map(Number));
+const sections = new Set((option('sections') ?? '1,2,3,4,5').split(',').map(Number));
 const runs = Number(option('runs') ?? (quick ? 2 : 3));
 const outFile = path.resolve(option('out') ?? path.join(__dirname, 'results.json'));
 
 const SIZES = quick
-  ? { authWindowMs: 1_000, concurrencies: [1, 2, 4, 16], createsPerRun: 6, signupWindowMs: 2_000, signupClients: 4, levels: [10, 100, 1_000], growthRepeats: 2, growthAuthRequests: 3 }
-  : { authWindowMs: 3_000, concurrencies: [1, 2, 4, 16], createsPerRun: 24, signupWindowMs: 5_000, signupClients: 4, levels: [10, 1_000, 10_000], growthRepeats: 3, growthAuthRequests: 8 };
+  ? { authWindowMs: 1_000, concurrencies: [1, 2, 4, 16], createsPerRun: 6, signupWindowMs: 2_000, signupClients: 4, levels: [10, 100, 1_000], growthRepeats: 2, growthAuthRequests: 3, importUsers: 10_000 }
+  : { authWindowMs: 3_000, concurrencies: [1, 2, 4, 16], createsPerRun: 24, signupWindowMs: 5_000, signupClients: 4, levels: [10, 1_000, 10_000], growthRepeats: 3, growthAuthRequests: 8, importUsers: 100_000 };
 // --levels=10,1000,5000: other sizes for section 4 (the 10 000 level alone costs ~8 min of 2 cores).
 if (option('levels')) SIZES.levels = option('levels')!.split(',').map(Number);
+// --import-users=N: another size for section 5.
+if (option('import-users')) SIZES.importUsers = Number(option('import-users'));
 
 const PASSWORD = 'correct horse battery staple';
 
@@ -441,6 +448,95 @@ async function benchGrowth(stack: Stack, authUserId: string) {
   };
 }
 
+// ---- 5. import from headless-lms against a plain copy --------------------------------------
+
+/**
+ * `npm run import:headless-lms` on `users` headless-lms users (each with details and a password
+ * hash), against the plainest copy of the same rows between the same two databases on the same
+ * PostgreSQL server: one transaction of `INSERT … SELECT … FROM dblink(…)` per table. The copy
+ * runs before and after the import; its mean is the baseline.
+ */
+async function benchImport(stack: Stack, users: number) {
+  const adminUrl = stack.pg?.urlFor('postgres') ?? Object.assign(new URL(stack.env.DATABASE_URL!), { pathname: '/postgres' }).toString();
+  const suffix = randomUUID().replace(/-/g, '').slice(0, 10);
+  const sourceUrl = await createHeadlessLmsSource(adminUrl, `hl_source_${suffix}`);
+  const made = performance.now();
+  await generateSourceUsers(sourceUrl, users, { firstUpstreamId: 5_000_000, hash: HEADLESS_LMS_HASHES.nfc.hash });
+  log(`   source: ${users} users with details and hashes made in ${((performance.now() - made) / 1000).toFixed(1)} s`);
+
+  // The baseline's target: a database of its own with the service's schema, emptied before each copy.
+  const copyUrl = await createDatabaseAt(adminUrl, 'hl_copy');
+  const copyDb = createDb({ url: copyUrl, poolMax: 1 });
+  const sourceConn = (() => {
+    const u = new URL(sourceUrl);
+    return `host=${u.hostname} port=${u.port} dbname=${u.pathname.slice(1)} user=${decodeURIComponent(u.username)} password=${decodeURIComponent(u.password)}`;
+  })();
+  const copies: number[] = [];
+  const copy = async () => {
+    await copyDb.raw('TRUNCATE users CASCADE');
+    const t = performance.now();
+    await copyDb.transaction(async (trx) => {
+      await trx.raw('SET LOCAL statement_timeout = 0');
+      await trx.raw(
+        `INSERT INTO users (id, created_at, updated_at, deleted_at, upstream_id, email_domain)
+         SELECT * FROM dblink(?, 'SELECT id, created_at, updated_at, deleted_at, upstream_id, email_domain FROM users')
+           AS s(id uuid, created_at timestamptz, updated_at timestamptz, deleted_at timestamptz, upstream_id integer, email_domain text)`,
+        [sourceConn],
+      );
+      await trx.raw(
+        `INSERT INTO user_details (user_id, email, first_name, last_name)
+         SELECT * FROM dblink(?, 'SELECT user_id, email, first_name, last_name FROM user_details')
+           AS s(user_id uuid, email text, first_name text, last_name text)`,
+        [sourceConn],
+      );
+      await trx.raw(
+        `INSERT INTO user_passwords (user_id, password_hash, created_at, updated_at, deleted_at)
+         SELECT * FROM dblink(?, 'SELECT user_id, password_hash, created_at, updated_at, deleted_at FROM user_passwords')
+           AS s(user_id uuid, password_hash text, created_at timestamptz, updated_at timestamptz, deleted_at timestamptz)`,
+        [sourceConn],
+      );
+    });
+    const ms = performance.now() - t;
+    copies.push(ms);
+    log(`   INSERT … SELECT through dblink: ${users} users in ${(ms / 1000).toFixed(2)} s`);
+  };
+  try {
+    await migrate(copyDb);
+    await copyDb.raw('CREATE EXTENSION IF NOT EXISTS dblink');
+    await copy();
+
+    const cpuBefore = sampleCpu();
+    const t = performance.now();
+    const report = await runImport(stack.db, stack.client, stack.config.temporal.taskQueue, { sourceUrl });
+    const importMs = performance.now() - t;
+    const cpuAfter = sampleCpu();
+    log(`   import: ${report.imported} imported in ${(importMs / 1000).toFixed(2)} s (${report.batches} batches; workflow's own elapsed ${(report.elapsedMs / 1000).toFixed(2)} s)`);
+    if (report.imported !== users || report.conflicts !== 0) throw new Error(`import reported ${JSON.stringify({ ...report, conflictList: undefined })}`);
+
+    await copy();
+    const copyMs = copies.reduce((a, b) => a + b, 0) / copies.length;
+    const importRowsPerSecond = (users * 1000) / importMs;
+    const copyRowsPerSecond = (users * 1000) / copyMs;
+    return {
+      users,
+      batchSize: DEFAULT_BATCH_SIZE,
+      batches: report.batches,
+      importMs,
+      workflowElapsedMs: report.elapsedMs,
+      importRowsPerSecond,
+      copyMs: copies,
+      copyRowsPerSecond,
+      copyMethod: 'INSERT … SELECT … FROM dblink(…), one transaction, three tables',
+      ratio: importRowsPerSecond / copyRowsPerSecond,
+      met: importRowsPerSecond / copyRowsPerSecond >= 0.5,
+      coresDuringImport: coresBetween(cpuBefore, cpuAfter),
+      loadavgAfter: os.loadavg().map((l) => round(l, 2)),
+    };
+  } finally {
+    await copyDb.destroy();
+  }
+}
+
 // ---- table -----------------------------------------------------------------------------------
 
 function table(results: Record<string, any>): string {
@@ -492,6 +588,15 @@ function table(results: Record<string, any>): string {
     }
     lines.push(`CPU per waiting signup built (worker + Temporal + PostgreSQL + mail capture): ${g.levels.map((l: any) => l.cpuSecondsPerSignup.toFixed(3)).join(' / ')} s`);
     lines.push(`growth: worker RSS ${g.growth.workerRssMiBPer1000.toFixed(1)} MiB per 1000, list ${g.growth.listMsPer1000.toFixed(1)} ms per 1000, authenticate p50 x${g.growth.authenticateP50Change.toFixed(2)}`);
+  }
+  if (results.import) {
+    const i = results.import;
+    lines.push('', `5. Import of ${i.users} headless-lms users (details + hash each) vs a plain copy between the same two databases; goal ratio >= 0.5`);
+    lines.push('| | seconds | rows/s |', '|---|---|---|');
+    lines.push(`| npm run import:headless-lms (Temporal, ${i.batches} batches of ${i.batchSize}) | ${(i.importMs / 1000).toFixed(2)} | ${i.importRowsPerSecond.toFixed(0)} |`);
+    lines.push(`| ${i.copyMethod} (before / after) | ${i.copyMs.map((ms: number) => (ms / 1000).toFixed(2)).join(' / ')} | ${i.copyRowsPerSecond.toFixed(0)} |`);
+    lines.push(`| ratio | | ${i.ratio.toFixed(3)} ${i.met ? '(goal met)' : '(goal NOT met)'} |`);
+    lines.push(`cores used during the import: ${formatCores(i.coresDuringImport)}; load average after: ${i.loadavgAfter.join(' ')}`);
   }
   lines.push('', `total ${results.meta.totalSeconds.toFixed(0)} s`);
   return lines.join('\n');
@@ -545,6 +650,10 @@ async function main() {
     if (sections.has(4)) {
       log(`4. growth: ${SIZES.levels.join(' / ')} waiting signups`);
       results.growth = await benchGrowth(stack, userId);
+    }
+    if (sections.has(5)) {
+      log(`5. import of ${SIZES.importUsers} headless-lms users vs INSERT … SELECT through dblink`);
+      results.import = await benchImport(stack, SIZES.importUsers);
     }
   } finally {
     results.meta.machineAtEnd = machine();

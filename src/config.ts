@@ -61,6 +61,12 @@ const envSchema = z.object({
   TMC_NOTIFY_MAX_INTERVAL: duration.default(10 * 60_000),
   TMC_NOTIFY_RETRY_BUDGET: duration.default(7 * 24 * 3_600_000),
 
+  /**
+   * Until this instant (RFC 3339), a password that does not match in its NFC form is tried again
+   * as typed: rows headless-lms hashed before it normalized. headless-lms's own cut-off is the default.
+   */
+  PASSWORD_RAW_FALLBACK_UNTIL: z.iso.datetime({ offset: true }).default('2027-06-12T00:00:00Z').transform((v) => new Date(v)),
+
   /** Port of the worker's own /metrics (activity counters). */
   WORKER_METRICS_PORT: port.default(9464),
   /** host:port where the Temporal SDK serves its Prometheus metrics (worker processes). */
@@ -167,6 +173,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
         budgetMs: e.TMC_NOTIFY_RETRY_BUDGET,
       },
     },
+    passwords: { rawFallbackUntil: e.PASSWORD_RAW_FALLBACK_UNTIL },
     signup: {
       defaultTenant: e.DEFAULT_TENANT,
       publicBaseUrl: (e.PUBLIC_BASE_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, ''),

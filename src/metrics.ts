@@ -32,6 +32,12 @@ export const signupsCompleted = counter('accounts_signups_completed_total', 'Sig
 export const signupsExpired = counter('accounts_signups_expired_total', 'Signups expired or cancelled');
 export const usersCreated = counter('accounts_users_created_total', 'TMC users created here');
 export const notificationsDelivered = counter('accounts_tmc_notifications_delivered_total', 'Password-managed-here notifications TMC accepted');
+export const passwordRehashes = new client.Counter({
+  name: 'accounts_password_rehashes_total',
+  help: 'Stored password hashes replaced after a successful verification: normalized (matched only as typed, before NFC) or parameters (older argon2 parameters)',
+  labelNames: ['reason'] as const,
+  registers: [registry],
+});
 
 /** A bare /metrics server, for processes without the API (the worker). */
 export async function serveMetrics(port: number, host = '0.0.0.0'): Promise<Server> {

@@ -156,8 +156,9 @@ describe('GET /openapi.json', () => {
     expect(schema.required).toEqual(expect.arrayContaining(['upstream_id', 'password']));
     expect(schema.properties.upstream_id).toMatchObject({ type: 'integer', minimum: -(2 ** 31), maximum: 2 ** 31 - 1 });
     expect(schema.properties.password.type).toBe('string');
-    // The refinement JSON Schema cannot express is described.
-    expect(schema.properties.password.description).toMatch(/1024 bytes/);
+    // No length cap on TMC's passwords, as in headless-lms: only the body limit, which is described.
+    expect(schema.properties.password.description).toMatch(/body limit/);
+    expect(schema.properties.password.maxLength).toBeUndefined();
     // Exactly what zod makes of the very schema the handler parses with.
     const { $schema: _dialect, ...generated } = z.toJSONSchema(createUserRequest, { io: 'input' });
     expect(schema).toEqual(generated);

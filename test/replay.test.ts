@@ -8,6 +8,7 @@
  * - signup-confirm-new-password.json and signup-restarted-after-terminate.json come from the
  *   confirmation protocol (issue 12): a repeated attempt, a refused password and a new one; and a
  *   fresh run started by signal-with-start after an operator terminated the first.
+ * - headlessLmsImport-*.json: the first and the last run of an import that continued as new.
  * - test/histories/v1-*.json come from before LOCAL_INTERACTIVE_PATCH (tmcUserWorkflow) and
  *   LOCAL_CANDIDATE_PATCH (signupWorkflow), v2-signup-*.json from before LOCAL_MAIL_PATCH
  *   (signupWorkflow), v2-tmcUser-*.json from before RECONCILE_PATCH (tmcUserWorkflow); they must
@@ -18,7 +19,12 @@ import path from 'node:path';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
-import { cancelSignal, signupWorkflowId, tmcUserWorkflowId } from '../src/workflows/shared';
+import { randomUUID } from 'node:crypto';
+import { createImportRun } from '../src/db/importedUsers';
+import { headlessLmsImportWorkflow } from '../src/workflows/headlessLmsImport';
+import { cancelSignal, HEADLESS_LMS_IMPORT_WORKFLOW_ID, signupWorkflowId, tmcUserWorkflowId } from '../src/workflows/shared';
+import { HEADLESS_LMS_HASHES } from './fixtures/headlessLmsHashes';
+import { createHeadlessLmsSource, generateSourceUsers } from './support/headlessLmsSource';
 import { eventually, startHarness, type Harness } from './support/harness';
 import { dataConverter, parseKeys } from '../src/temporal/codec';
 
@@ -97,7 +103,20 @@ beforeAll(async () => {
   await h.client.workflow.getHandle(signupWorkflowId(cancelled.user_id)).signal(cancelSignal);
   await h.client.workflow.getHandle(signupWorkflowId(cancelled.user_id)).result();
 
-  const runs: Array<[string, string]> = [
+  // headlessLmsImportWorkflow: 5 source users in batches of 2, 2 batches a run: a first run that
+  // checks the source and continues as new, then runs that import, and a last one that finishes.
+  const sourceUrl = await createHeadlessLmsSource(inject('postgresAdminUrl'), `hl_replay_${Date.now()}`);
+  await generateSourceUsers(sourceUrl, 5, { firstUpstreamId: 9100, hash: HEADLESS_LMS_HASHES.nfc.hash, deletedEvery: 4 });
+  const importId = randomUUID();
+  await createImportRun(h.db, importId, sourceUrl);
+  const started = await h.client.workflow.start(headlessLmsImportWorkflow, {
+    workflowId: `replay-${HEADLESS_LMS_IMPORT_WORKFLOW_ID}-${importId}`,
+    taskQueue: h.config.temporal.taskQueue,
+    args: [{ importId, batchSize: 2, batchesPerRun: 2 }],
+  });
+  await started.result();
+
+  const runs: Array<[string, string, string?]> = [
     ['tmcUser-created-notified', tmcUserWorkflowId(9001)],
     ['tmcUser-notify-404', tmcUserWorkflowId(9002)],
     ['tmcUser-fetch-failed', tmcUserWorkflowId(9003)],
@@ -105,9 +124,11 @@ beforeAll(async () => {
     ['signup-cancelled', signupWorkflowId(cancelled.user_id)],
     ['signup-confirm-new-password', signupWorkflowId(confirmed.user_id)],
     ['signup-restarted-after-terminate', signupWorkflowId(restarted.user_id)],
+    ['headlessLmsImport-first-run', started.workflowId, started.firstExecutionRunId],
+    ['headlessLmsImport-last-run', started.workflowId],
   ];
-  for (const [name, workflowId] of runs) {
-    fresh.push({ name, json: historyToJSON(await h.client.workflow.getHandle(workflowId).fetchHistory()) });
+  for (const [name, workflowId, runId] of runs) {
+    fresh.push({ name, json: historyToJSON(await h.client.workflow.getHandle(workflowId, runId).fetchHistory()) });
   }
   if (process.env.RECORD_HISTORIES === '1') {
     for (const { name, json } of fresh) writeFileSync(path.join(DIR, `${name}.json`), json + '\n');
@@ -127,8 +148,21 @@ describe('workflow replay', () => {
     }
   });
 
+  it('replays an import that continued as new: its first run and its last', async () => {
+    const first = fresh.find((f) => f.name === 'headlessLmsImport-first-run')!.json;
+    const last = fresh.find((f) => f.name === 'headlessLmsImport-last-run')!.json;
+    expect(first).toContain('"checkHeadlessLmsSource"');
+    expect(first).toContain('EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW');
+    expect(last).toContain('"finishHeadlessLmsImport"');
+    expect(last).not.toContain('"checkHeadlessLmsSource"');
+    for (const name of ['headlessLmsImport-first-run.json', 'headlessLmsImport-last-run.json']) {
+      const history = historyFromJSON(JSON.parse(readFileSync(path.join(DIR, name), 'utf8')));
+      await expect(Worker.runReplayHistory(replayOptions(), history, name), name).resolves.toBeUndefined();
+    }
+  });
+
   it("replays this run's own histories", async () => {
-    expect(fresh).toHaveLength(7);
+    expect(fresh).toHaveLength(9);
     for (const { name, json } of fresh) {
       await expect(Worker.runReplayHistory(replayOptions(), historyFromJSON(JSON.parse(json)), name), name).resolves.toBeUndefined();
     }

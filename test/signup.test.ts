@@ -223,6 +223,8 @@ describe('validation before any I/O', () => {
     ['a display name over 256 bytes', { ...ok, display_name: 'é'.repeat(129) }],
     ['a password under 8 characters', { ...ok, password: 'short' }],
     ['a password over 1024 bytes', { ...ok, password: 'x'.repeat(1025) }],
+    // 1 023 bytes as sent, 2 046 once NFC-normalized (U+0958 becomes U+0915 U+093C): the cap is on what is hashed.
+    ['a password over 1024 bytes after NFC', { ...ok, password: '\u0958'.repeat(341) }],
     ['a missing password', { tenant: 'default', email: 'valid@example.org', display_name: 'x' }],
     ['a numeric email', { ...ok, email: 42 }],
   ];

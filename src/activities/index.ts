@@ -1,4 +1,5 @@
 /** All activities, built from their dependencies. Workflows import only the type. */
+import { createHeadlessLmsImportActivities } from './headlessLmsImport';
 import { createSignupActivities, type SignupActivityDeps } from './signups';
 import { createTmcUserActivities, type TmcUserActivityDeps } from './tmcUsers';
 
@@ -8,6 +9,7 @@ export function createActivities(deps: ActivityDeps) {
   return {
     ...createTmcUserActivities(deps),
     ...createSignupActivities(deps),
+    ...createHeadlessLmsImportActivities(deps),
   };
 }
 

@@ -15,13 +15,13 @@ import { z } from 'zod';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { Db } from '../db';
+import { findLoginHash, getOrCreateUserFromTmc, replacePasswordHashIf, upsertPasswordHash, upstreamStatus, userExists } from '../db/users';
 import type { Logger } from '../logger';
-import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash, upstreamStatus, userExists } from '../db/users';
-import { dummyVerify, hashPassword, MAX_PASSWORD_BYTES, passwordTooLong, verifyPassword } from '../passwords';
+import { dummyVerify, hashPassword, verifyPasswordCompat } from '../passwords';
 import { createTmcUser, INTERACTIVE_DEADLINE_MS } from '../temporal/starters';
 import { TmcError, type TmcClient } from '../tmc';
 import { ANSWER_MARGIN_MS } from '../workflows/shared';
-import { usersCreated } from '../metrics';
+import { passwordRehashes, usersCreated } from '../metrics';
 import { ApiError } from './errors';
 import { authenticateFailures } from './rateLimit';
 import { requireTmcSecret } from './tmcAuth';
@@ -35,11 +35,11 @@ export interface TmcServerDeps {
   log: Logger;
 }
 
-const password = z
-  .string()
-  .refine((p) => !passwordTooLong(p), { message: `must be at most ${MAX_PASSWORD_BYTES} bytes` })
-  // Documentation only (the OpenAPI document): JSON Schema cannot express the byte limit.
-  .meta({ description: `At most ${MAX_PASSWORD_BYTES} bytes of UTF-8.` });
+/**
+ * headless-lms puts no length cap on TMC's passwords, so neither does this service: a user who set
+ * a long one through TMC must still log in. The request body limit (MAX_BODY_BYTES) bounds them.
+ */
+const password = z.string().meta({ description: 'Any length, as in headless-lms; bounded only by the request body limit (MAX_BODY_BYTES).' });
 
 const int32 = z.number().int().min(-(2 ** 31)).max(2 ** 31 - 1);
 
@@ -59,6 +59,28 @@ export const upstreamIdParam = z
 export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDeps): Router {
   // Failed authenticates per user (README, "Rate limits"); off with the other limits.
   const failures = config.rateLimit.disabled ? undefined : authenticateFailures({ db, log });
+
+  /**
+   * True if the user has a live hash and the password matches it as headless-lms would accept
+   * (verifyPasswordCompat: NFC, then the raw bytes until PASSWORD_RAW_FALLBACK_UNTIL). Unknown
+   * users cost a dummy verification. With `upgrade`, a match on a hash of the raw bytes or with
+   * older parameters is re-stored as the current hash of the NFC form (compare-and-swap, so a
+   * concurrent password change wins); a failed re-store is logged and does not change the answer.
+   */
+  async function verifyLogin(userId: string, plain: string, { upgrade }: { upgrade: boolean }): Promise<boolean> {
+    const hash = await findLoginHash(db, userId);
+    if (hash === undefined) return dummyVerify(plain);
+    const result = await verifyPasswordCompat(hash, plain, { rawFallbackUntil: config.passwords.rawFallbackUntil });
+    if (!result.ok) return false;
+    if (upgrade && result.rehash) {
+      try {
+        if (await replacePasswordHashIf(db, userId, hash, await hashPassword(plain))) passwordRehashes.inc({ reason: result.rehash });
+      } catch (err) {
+        log.warn({ err: (err as Error).message, userId, reason: result.rehash }, 'could not re-store a verified password hash');
+      }
+    }
+    return true;
+  }
 
   /**
    * POST `/api/v0/tmc-server/users/create`
@@ -83,16 +105,15 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    * POST `/api/v0/tmc-server/users/authenticate`
    *
    * Returns bare `true` if the user has a password and it matches, else `false`. Unknown users
-   * cost a dummy verification, so timing does not reveal who exists. After 10 failed attempts
-   * for one user id in 5 minutes the answer is 429 until the window passes; successes are not
-   * counted (and clear the count), and nothing is counted before the secret and the body pass.
+   * cost a dummy verification, so timing does not reveal who exists. Hashes headless-lms made
+   * before it normalized, or with older parameters, are upgraded on a match (verifyLogin). After
+   * 10 failed attempts for one user id in 5 minutes the answer is 429 until the window passes;
+   * successes are not counted (and clear the count), and nothing is counted before the secret
+   * and the body pass.
    */
   async function authenticate(ctx: Context) {
     const body = parse(loginRequest, jsonBody(ctx));
-    const verify = async () => {
-      const hash = await findLoginHash(db, body.user_id);
-      return hash === undefined ? dummyVerify(body.password) : verifyPassword(hash, body.password);
-    };
+    const verify = () => verifyLogin(body.user_id, body.password, { upgrade: true });
     const ok = failures ? await failures.guard(ctx, body.user_id, verify) : await verify();
     if (ok !== undefined) ctx.body = ok;
   }
@@ -107,9 +128,8 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
   async function changePassword(ctx: Context) {
     const body = parse(changePasswordRequest, jsonBody(ctx));
     if (typeof body.old_password === 'string') {
-      const hash = await findLoginHash(db, body.user_id);
-      const ok = hash === undefined ? await dummyVerify(body.old_password) : await verifyPassword(hash, body.old_password);
-      if (!ok) {
+      // No upgrade: the hash is replaced just below anyway.
+      if (!(await verifyLogin(body.user_id, body.old_password, { upgrade: false }))) {
         ctx.body = false;
         return;
       }

@@ -156,6 +156,19 @@ export async function upsertPasswordHash(db: Knex, userId: string, passwordHash:
   );
 }
 
+/**
+ * Compare-and-swap: replaces the user's live hash with `newHash` only if it is still
+ * `expectedHash`. True if it was replaced; false if a concurrent change (or a delete) got there
+ * first, which then wins. Used to re-store a verified password in its current form.
+ */
+export async function replacePasswordHashIf(db: Knex, userId: string, expectedHash: string, newHash: string): Promise<boolean> {
+  const updated = await db('user_passwords')
+    .where({ user_id: userId, password_hash: expectedHash })
+    .whereNull('deleted_at')
+    .update({ password_hash: newHash, updated_at: db.fn.now() });
+  return updated === 1;
+}
+
 /** The stored hash of an active user who may log in, or undefined. */
 export async function findLoginHash(db: Knex, userId: string): Promise<string | undefined> {
   const row = await db('user_passwords as p')

@@ -5,6 +5,7 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import type { User } from '../db/users';
+import type { ImportConflict } from '../db/importedUsers';
 
 export interface RetryBudget {
   initialIntervalMs: number;
@@ -111,3 +112,64 @@ export function signupWorkflowId(userId: string): string {
 export function accountExistsWorkflowId(userId: string): string {
   return `account-exists-${userId}`;
 }
+
+// ---- headless-lms import ---------------------------------------------------------------------
+
+/** One import at a time: a second `npm run import:headless-lms` while one runs is refused. */
+export const HEADLESS_LMS_IMPORT_WORKFLOW_ID = 'headless-lms-import';
+
+/** The source's schema is not what the import reads; retrying cannot help. */
+export const ImportSourceInvalid = 'ImportSourceInvalid';
+
+export interface ImportCounts {
+  /** Source rows handled so far, whatever their outcome. */
+  rows: number;
+  imported: number;
+  updated: number;
+  unchanged: number;
+  /** Deleted in the source. */
+  skipped: number;
+  conflicts: number;
+}
+
+/** What a run carries over continue-as-new, so the counts span the whole import. */
+export interface ImportCarry {
+  total: number;
+  /** Keyset cursor: the last source id handled. */
+  afterId: string | null;
+  /** The next batch's number, counting from 0 across runs. */
+  batchNo: number;
+  counts: ImportCounts;
+  /** The first MAX_LISTED_CONFLICTS conflicts; `counts.conflicts` has them all. */
+  conflictList: ImportConflict[];
+  startedAtMs: number;
+}
+
+export interface HeadlessLmsImportInput {
+  /** The import_runs row holding the source URL: the URL itself never enters Temporal. */
+  importId: string;
+  batchSize: number;
+  /** Batches per workflow run before it continues as new, bounding each run's history. */
+  batchesPerRun: number;
+  carry?: ImportCarry;
+}
+
+export interface ImportProgress {
+  phase: 'checking' | 'importing' | 'finishing' | 'done';
+  rowsDone: number;
+  rowsTotal: number;
+  /** The batch in flight (or the last one, once done), counting from 1. */
+  batch: number;
+  counts: ImportCounts;
+}
+
+export interface ImportReport extends ImportCounts {
+  total: number;
+  batches: number;
+  conflictList: ImportConflict[];
+  elapsedMs: number;
+}
+
+export const MAX_LISTED_CONFLICTS = 1000;
+
+export const importProgressQuery = defineQuery<ImportProgress>('importProgress');

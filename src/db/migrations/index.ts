@@ -8,6 +8,7 @@ import * as m002 from './002_signup';
 import * as m003 from './003_rate_limits';
 import * as m004 from './004_tmc_abandoned_attempts';
 import * as m005 from './005_signup_confirmation';
+import * as m006 from './006_headless_lms_import';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -20,6 +21,7 @@ const migrations: Record<string, Migration> = {
   '003_rate_limits': m003,
   '004_tmc_abandoned_attempts': m004,
   '005_signup_confirmation': m005,
+  '006_headless_lms_import': m006,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
