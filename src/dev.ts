@@ -5,7 +5,6 @@
  * or TEMPORAL_ADDRESS name real ones; applies the migrations; runs the worker and the API; and
  * prints where they are. Production runs `start:api` and `start:worker` instead.
  */
-import { NativeConnection } from '@temporalio/worker';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -17,6 +16,7 @@ import { freePort } from './dev/ports';
 import { PROJECT_ROOT, startTemporalDevServer } from './dev/temporalServer';
 import { createLogger } from './logger';
 import { resolveKeys } from './temporal/codec';
+import { connectWorker } from './temporal/connection';
 import { createWorker, installRuntimeLogging } from './worker';
 
 const DEV_SECRET = 'dev-secret-change-me';
@@ -70,7 +70,7 @@ async function main() {
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
 
   const keys = resolveKeys(config, log);
-  const connection = await NativeConnection.connect({ address: config.temporal.address! });
+  const connection = await connectWorker(config.temporal.connection);
   const worker = await createWorker({ config, db, log, connection, keys });
   const workerRun = worker.run();
   const api = await startApi(config, { db, log, keys });

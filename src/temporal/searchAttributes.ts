@@ -3,13 +3,14 @@
  * The dev server gets them from `--search-attribute` at start; a cluster gets them here, when
  * a worker starts. Already-registered attributes are left alone.
  */
-import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
+import { connectClient, type TemporalConnectionConfig } from './connection';
 
 export const REQUIRED_SEARCH_ATTRIBUTES = { SignupState: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD };
 
-export async function ensureSearchAttributes(address: string, namespace: string): Promise<void> {
-  const connection = await Connection.connect({ address });
+export async function ensureSearchAttributes(c: TemporalConnectionConfig): Promise<void> {
+  const namespace = c.namespace;
+  const connection = await connectClient(c);
   try {
     const existing = await connection.operatorService.listSearchAttributes({ namespace });
     const missing = Object.entries(REQUIRED_SEARCH_ATTRIBUTES).filter(([name]) => !(name in (existing.customAttributes ?? {})));
