@@ -36,11 +36,41 @@ export function createDb({ url, poolMax = 10, log }: DbOptions): Db {
   });
 }
 
-/** Applies pending migrations, then makes sure the default tenant exists. */
-export async function migrate(db: Db, options: { defaultTenant?: string } = {}): Promise<void> {
-  await db.migrate.latest({ migrationSource });
-  const tenant = options.defaultTenant ?? 'default';
-  await db('tenants').insert({ identifier: tenant, display_name: tenant }).onConflict('identifier').ignore();
+/** Key of the PostgreSQL advisory lock that serializes migrations across processes (any fixed number). */
+const MIGRATION_LOCK_KEY = 0x746d6361; // "tmca"
+
+/**
+ * Applies pending migrations, then makes sure the default tenant exists.
+ *
+ * Replicas starting together on one database take turns: the whole step runs under a PostgreSQL
+ * session advisory lock, so the first process migrates and the others wait for it, then find
+ * nothing to do. Knex's own lock (`knex_migrations_lock`) does not cover this: on an empty
+ * database every process creates knex's bookkeeping tables before taking it, and all but one
+ * failed with `relation "knex_migrations_lock" already exists`. The lock lives on a connection of
+ * its own (not the pool's, which migrate needs), and a process that dies releases it with its
+ * session. Waits at most `lockTimeoutMs` (default 2 min) for another process's migration, then
+ * throws.
+ */
+export async function migrate(db: Db, options: { defaultTenant?: string; lockTimeoutMs?: number } = {}): Promise<void> {
+  const lock = await db.client.acquireRawConnection() as import('pg').Client;
+  try {
+    await lock.query(`SET lock_timeout = ${Math.round(options.lockTimeoutMs ?? 120_000)}`);
+    await lock.query('SET statement_timeout = 0');
+    try {
+      await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+    } catch (err) {
+      if ((err as { code?: string }).code === '55P03') {
+        throw new Error(`another process has been migrating this database for over ${options.lockTimeoutMs ?? 120_000} ms (PostgreSQL advisory lock ${MIGRATION_LOCK_KEY})`);
+      }
+      throw err;
+    }
+    await db.migrate.latest({ migrationSource });
+    const tenant = options.defaultTenant ?? 'default';
+    await db('tenants').insert({ identifier: tenant, display_name: tenant }).onConflict('identifier').ignore();
+  } finally {
+    // Closing the session releases the lock, also when the unlock itself cannot be sent.
+    await db.client.destroyRawConnection(lock).catch(() => undefined);
+  }
 }
 
 /** The pg error codes that mean "PostgreSQL is unreachable or shutting down". */
