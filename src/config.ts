@@ -40,6 +40,8 @@ const envSchema = z.object({
 
   DATABASE_URL: z.string().url().optional(),
   DATABASE_POOL_MAX: z.coerce.number().int().positive().default(10),
+  /** Longest a query may run (statement_timeout); a connection silent 2 s past it is dropped. */
+  DATABASE_QUERY_TIMEOUT: duration.default(10_000),
 
   /**
    * How to reach Temporal: Temporal's own environment configuration, read by
@@ -144,7 +146,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     logLevel: e.LOG_LEVEL,
     http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES, trustProxy: e.TRUST_PROXY, shutdownDrainMs: e.SHUTDOWN_DRAIN },
     rateLimit: { disabled: e.RATE_LIMIT_DISABLED, exemptTmc: e.RATE_LIMIT_EXEMPT_TMC },
-    database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
+    database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, queryTimeoutMs: e.DATABASE_QUERY_TIMEOUT },
     temporal: {
       /** Address, namespace, TLS and API key: pass to src/temporal/connection.ts, never log (secrets). */
       connection: temporalConnection.connection,

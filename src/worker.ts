@@ -83,7 +83,7 @@ async function main() {
   if (!config.database.url) throw new Error('DATABASE_URL is required for the worker');
   const metricsServer = await serveMetrics(config.worker.metricsPort);
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS (or a TEMPORAL_CONFIG_FILE profile with an address) is required for the worker');
-  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
+  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, queryTimeoutMs: config.database.queryTimeoutMs, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
   await ensureSearchAttributes(config.temporal.connection);
   const connection = await connectWorker(config.temporal.connection);

@@ -58,7 +58,7 @@ async function main() {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
   if (!config.database.url) throw new Error('DATABASE_URL is required for the API');
-  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
+  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, queryTimeoutMs: config.database.queryTimeoutMs, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
   const api = await startApi(config, { db, log, keys: resolveKeys(config, log) });
   log.info({ url: api.url }, 'API listening');
