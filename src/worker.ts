@@ -85,7 +85,12 @@ async function main() {
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS (or a TEMPORAL_CONFIG_FILE profile with an address) is required for the worker');
   const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, queryTimeoutMs: config.database.queryTimeoutMs, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
-  await ensureSearchAttributes(config.temporal.connection);
+  // Best effort: without operator rights (Temporal Cloud) an operator registers it; the API
+  // answers 503 naming it until then.
+  await ensureSearchAttributes(config.temporal.connection).then(
+    (added) => added.length && log.info({ added }, 'registered search attributes'),
+    (err: Error) => log.warn({ err: { message: err.message } }, `could not check or register search attribute SignupState: ${err.message}`),
+  );
   const connection = await connectWorker(config.temporal.connection);
   const worker = await createWorker({ config, db, log, connection, keys: resolveKeys(config, log) });
   log.info({ taskQueue: config.temporal.taskQueue, namespace: config.temporal.namespace }, 'worker started');
