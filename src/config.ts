@@ -6,6 +6,7 @@
  */
 import { msToNumber } from '@temporalio/common/lib/time';
 import { z } from 'zod';
+import { loadTemporalConnection } from './temporal/connection';
 
 /** A duration such as `500ms`, `30s`, `15m`, `24h` or `7d`, as milliseconds. */
 const duration = z.string().transform((value, ctx) => {
@@ -39,9 +40,27 @@ const envSchema = z.object({
 
   DATABASE_URL: z.string().url().optional(),
   DATABASE_POOL_MAX: z.coerce.number().int().positive().default(10),
+  /** Longest a query may run (statement_timeout); a connection silent 2 s past it is dropped. */
+  DATABASE_QUERY_TIMEOUT: duration.default(10_000),
 
+  /**
+   * How to reach Temporal: Temporal's own environment configuration, read by
+   * src/temporal/connection.ts with @temporalio/envconfig (listed here so they are documented
+   * and checked with the rest). Variables override the profile of TEMPORAL_CONFIG_FILE.
+   */
   TEMPORAL_ADDRESS: z.string().min(1).optional(),
-  TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  TEMPORAL_NAMESPACE: z.string().min(1).optional(),
+  TEMPORAL_API_KEY: z.string().optional(),
+  TEMPORAL_TLS: z.string().optional(),
+  TEMPORAL_TLS_CLIENT_CERT_PATH: z.string().optional(),
+  TEMPORAL_TLS_CLIENT_CERT_DATA: z.string().optional(),
+  TEMPORAL_TLS_CLIENT_KEY_PATH: z.string().optional(),
+  TEMPORAL_TLS_CLIENT_KEY_DATA: z.string().optional(),
+  TEMPORAL_TLS_SERVER_CA_CERT_PATH: z.string().optional(),
+  TEMPORAL_TLS_SERVER_CA_CERT_DATA: z.string().optional(),
+  TEMPORAL_TLS_SERVER_NAME: z.string().optional(),
+  TEMPORAL_CONFIG_FILE: z.string().optional(),
+  TEMPORAL_PROFILE: z.string().optional(),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('accounts'),
   TEMPORAL_CLI_PATH: z.string().min(1).optional(),
   /** `keyId:base64-of-32-bytes,…`: the first encrypts Temporal payloads, all decrypt. */
@@ -137,6 +156,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       'invalid configuration:\n  TRUST_PROXY: replaced by TRUSTED_PROXY_COUNT, the number of reverse proxies in front of the API (1 for one proxy); remove TRUST_PROXY',
     );
   }
+  const temporalConnection = loadTemporalConnection(env);
+  if (!temporalConnection.ok) throw new ConfigError(`invalid configuration:\n${temporalConnection.problems.map((p) => `  ${p}`).join('\n')}`);
   if (e.NODE_ENV === 'production') {
     const missing = [
       !e.SMTP_URL && '  SMTP_URL: is required in production (without it mail is only printed)',
@@ -149,10 +170,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     logLevel: e.LOG_LEVEL,
     http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES, trustedProxyCount: e.TRUSTED_PROXY_COUNT, shutdownDrainMs: e.SHUTDOWN_DRAIN },
     rateLimit: { disabled: e.RATE_LIMIT_DISABLED, exemptTmc: e.RATE_LIMIT_EXEMPT_TMC },
-    database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
+    database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, queryTimeoutMs: e.DATABASE_QUERY_TIMEOUT },
     temporal: {
-      address: e.TEMPORAL_ADDRESS,
-      namespace: e.TEMPORAL_NAMESPACE,
+      /** Address, namespace, TLS and API key: pass to src/temporal/connection.ts, never log (secrets). */
+      connection: temporalConnection.connection,
+      address: temporalConnection.connection.address,
+      namespace: temporalConnection.connection.namespace,
       taskQueue: e.TEMPORAL_TASK_QUEUE,
       cliPath: e.TEMPORAL_CLI_PATH,
       encryptionKeys: e.PAYLOAD_ENCRYPTION_KEYS,

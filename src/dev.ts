@@ -11,7 +11,6 @@
  * left running is found through `.data/dev-stack.json` and PostgreSQL's postmaster.pid, stopped,
  * and started again on the same ports with the same data.
  */
-import { NativeConnection } from '@temporalio/worker';
 import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { mkdirSync } from 'node:fs';
@@ -26,6 +25,7 @@ import { StackInUseError, StackRecorder, takeOverStack } from './dev/stackState'
 import { PROJECT_ROOT, startTemporalDevServer } from './dev/temporalServer';
 import { createLogger } from './logger';
 import { resolveKeys } from './temporal/codec';
+import { connectWorker } from './temporal/connection';
 import { createWorker, installRuntimeLogging } from './worker';
 
 const DEV_SECRET = 'dev-secret-change-me';
@@ -165,7 +165,7 @@ async function main() {
     parts.add(() => db.destroy());
     await migrate(db, { defaultTenant: config.signup.defaultTenant });
     const keys = resolveKeys(config, log);
-    const connection = await NativeConnection.connect({ address: config.temporal.address! });
+    const connection = await connectWorker(config.temporal.connection);
     parts.add(() => connection.close());
     const worker = await createWorker({ config, db, log, connection, keys });
     const workerRun = worker.run();

@@ -3,7 +3,7 @@
  * several machines may share one queue. `npm run start:worker` runs this file.
  */
 import path from 'node:path';
-import { NativeConnection, Runtime, Worker, type WorkflowBundleOption } from '@temporalio/worker';
+import { Runtime, Worker, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
 import { createActivities } from './activities';
 import { loadConfig, type Config } from './config';
 import { createDb, migrate, type Db } from './db';
@@ -11,6 +11,7 @@ import { createLogger, type Logger } from './logger';
 import { createMailer } from './mail';
 import { serveMetrics } from './metrics';
 import { dataConverter, resolveKeys, type EncryptionKey } from './temporal/codec';
+import { connectWorker } from './temporal/connection';
 import { ensureSearchAttributes } from './temporal/searchAttributes';
 import { requestIdActivityInterceptor } from './temporal/interceptors';
 import { TmcClient } from './tmc';
@@ -87,11 +88,16 @@ async function main() {
   installRuntimeLogging(log, config.worker.sdkMetricsAddress);
   if (!config.database.url) throw new Error('DATABASE_URL is required for the worker');
   const metricsServer = await serveMetrics(config.worker.metricsPort);
-  if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the worker');
-  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
+  if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS (or a TEMPORAL_CONFIG_FILE profile with an address) is required for the worker');
+  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, queryTimeoutMs: config.database.queryTimeoutMs, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
-  await ensureSearchAttributes(config.temporal.address, config.temporal.namespace);
-  const connection = await NativeConnection.connect({ address: config.temporal.address });
+  // Best effort: without operator rights (Temporal Cloud) an operator registers it; the API
+  // answers 503 naming it until then.
+  await ensureSearchAttributes(config.temporal.connection).then(
+    (added) => added.length && log.info({ added }, 'registered search attributes'),
+    (err: Error) => log.warn({ err: { message: err.message } }, `could not check or register search attribute SignupState: ${err.message}`),
+  );
+  const connection = await connectWorker(config.temporal.connection);
   const worker = await createWorker({ config, db, log, connection, keys: resolveKeys(config, log) });
   log.info({ taskQueue: config.temporal.taskQueue, namespace: config.temporal.namespace }, 'worker started');
   // Worker.run() resolves after SIGINT/SIGTERM, once in-flight tasks have drained.

@@ -49,7 +49,7 @@ describe('search attributes', () => {
   });
 
   it('SignupState is registered as a Keyword, and registering again is harmless', async () => {
-    await ensureSearchAttributes(inject('temporalAddress'), 'default');
+    await ensureSearchAttributes({ address: inject('temporalAddress'), namespace: 'default' });
     const list = await connection.operatorService.listSearchAttributes({ namespace: 'default' });
     // 2 = INDEXED_VALUE_TYPE_KEYWORD
     expect(list.customAttributes?.SignupState).toBe(2);

@@ -7,7 +7,7 @@ import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
-import type { Db } from '../db';
+import { stuckQuery, type Db } from '../db';
 import type { Logger } from '../logger';
 import type { TmcClient } from '../tmc';
 import { httpDuration, httpRequests, registry } from '../metrics';
@@ -78,8 +78,18 @@ export function createApp(deps: AppDeps): Koa {
   app.silent = true;
 
   const health = new Router();
-  /** GET `/healthz`: liveness. The process is up and serving; says nothing of dependencies. */
+  /**
+   * GET `/healthz`: liveness. 200 while the process can serve, whatever its dependencies do
+   * (their outages are /readyz's business and answer 503 quickly); 503 once it is wedged: a
+   * database query waiting far past the bound every query has (src/db/index.ts).
+   */
   health.get('/healthz', (ctx) => {
+    const stuck = stuckQuery(deps.db);
+    if (stuck) {
+      ctx.status = 503;
+      ctx.body = errorBody(503, `Not live: a database query has waited ${Math.round(stuck.ageMs / 1000)} s (bound ${Math.round(stuck.boundMs / 1000)} s).`, null);
+      return;
+    }
     ctx.body = { status: 'ok' };
   });
   /** GET `/readyz`: 200 only while PostgreSQL and Temporal both answer; 503 names the one that does not. */

@@ -93,7 +93,14 @@ export function toApiError(err: unknown): ApiError {
   return new ApiError(500, 'Internal server error.');
 }
 
-/** Koa middleware: the outermost layer, so nothing escapes without the error JSON. */
+/** Seconds a client should wait before retrying a 503: the outages behind one are seconds long. */
+export const RETRY_AFTER_SECONDS = 1;
+
+/**
+ * Koa middleware: the outermost layer, so nothing escapes without the error JSON. Every 503 (a
+ * thrown error, a deadline, or a route answering 503 itself such as /readyz) leaves with
+ * `Retry-After`, so TMC and browsers know it is worth retrying.
+ */
 export function errorHandler(log: Logger) {
   return async (ctx: Context, next: Next) => {
     try {
@@ -110,5 +117,6 @@ export function errorHandler(log: Logger) {
       ctx.status = apiError.status;
       ctx.body = errorBody(apiError.status, apiError.message, apiError.data);
     }
+    if (ctx.status === 503 && !ctx.response.get('Retry-After')) ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
   };
 }

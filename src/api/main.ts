@@ -24,8 +24,8 @@ export interface RunningApi {
 
 /** Starts the API on `port` (0 for any free one). */
 export async function startApi(config: Config, deps: { db: Db; log: Logger; keys: EncryptionKey[]; port?: number }): Promise<RunningApi> {
-  if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS is required for the API');
-  const temporal = createTemporalClient({ address: config.temporal.address, namespace: config.temporal.namespace, keys: deps.keys });
+  if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS (or a TEMPORAL_CONFIG_FILE profile with an address) is required for the API');
+  const temporal = createTemporalClient(config.temporal.connection, deps.keys);
   const tmc = new TmcClient(config.tmc);
   const lifecycle = { shuttingDown: false, closing: false };
   const app = createApp({ config, db: deps.db, temporal, tmc, log: deps.log, codec: new AesGcmCodec(deps.keys), lifecycle });
@@ -58,7 +58,7 @@ async function main() {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
   if (!config.database.url) throw new Error('DATABASE_URL is required for the API');
-  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, log });
+  const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, queryTimeoutMs: config.database.queryTimeoutMs, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
   const api = await startApi(config, { db, log, keys: resolveKeys(config, log) });
   log.info({ url: api.url }, 'API listening');

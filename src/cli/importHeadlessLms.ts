@@ -23,6 +23,7 @@ import { createDb, type Db } from '../db';
 import { checkSource, copySourceBatch, describeSourceUrl, openSource, SourceSchemaError, SourceUnavailableError } from '../db/headlessLms';
 import { createImportRun, dryRunImportBatch, finishImportRun } from '../db/importedUsers';
 import { createTemporalClient } from '../temporal/client';
+import { loadTemporalConnection } from '../temporal/connection';
 import { loadKeys } from '../temporal/codec';
 import {
   HEADLESS_LMS_IMPORT_WORKFLOW_ID,
@@ -212,7 +213,10 @@ async function main(argv: string[]): Promise<number> {
       report = await dryRun(db, { sourceUrl: args.sourceUrl, batchSize: args.batchSize, onProgress });
     } else {
       const keys = loadKeys({ spec: process.env.PAYLOAD_ENCRYPTION_KEYS || undefined, production: process.env.NODE_ENV === 'production' });
-      const client = createTemporalClient({ address: process.env.TEMPORAL_ADDRESS || '127.0.0.1:7233', namespace: process.env.TEMPORAL_NAMESPACE || 'default', keys });
+      // Temporal's environment configuration, as the service reads it; a local dev server by default.
+      const temporal = loadTemporalConnection(process.env);
+      if (!temporal.ok) throw new Error(`invalid Temporal configuration:\n${temporal.problems.map((p) => `  ${p}`).join('\n')}`);
+      const client = createTemporalClient({ ...temporal.connection, address: temporal.connection.address ?? '127.0.0.1:7233' }, keys);
       try {
         report = await runImport(db, client, process.env.TEMPORAL_TASK_QUEUE || 'accounts', { sourceUrl: args.sourceUrl, batchSize: args.batchSize, onProgress });
       } finally {

@@ -19,6 +19,7 @@ import { msToNumber } from '@temporalio/common/lib/time';
 import { createTemporalClient } from '../temporal/client';
 import { isWorkflowClosed } from '../temporal/starters';
 import { loadKeys } from '../temporal/codec';
+import { loadTemporalConnection } from '../temporal/connection';
 import { cancelSignal, resendSignal, signupStatusQuery } from '../workflows/shared';
 
 const USAGE = [
@@ -237,14 +238,15 @@ async function main(argv: string[]): Promise<number> {
   const run = commands[command];
   if (!run) throw new UsageError(`unknown command ${command}`);
 
-  const address = process.env.TEMPORAL_ADDRESS || '127.0.0.1:7233';
-  const namespace = process.env.TEMPORAL_NAMESPACE || 'default';
+  // Temporal's environment configuration, as the service reads it; a local dev server by default.
+  const temporal = loadTemporalConnection(process.env);
+  if (!temporal.ok) throw new Error(`invalid Temporal configuration:\n${temporal.problems.map((p) => `  ${p}`).join('\n')}`);
   const keys = loadKeys({
     spec: process.env.PAYLOAD_ENCRYPTION_KEYS || undefined,
     production: process.env.NODE_ENV === 'production',
     onGenerated: (file) => console.error(`PAYLOAD_ENCRYPTION_KEYS is unset: generated a development key in ${file}`),
   });
-  const client = createTemporalClient({ address, namespace, keys });
+  const client = createTemporalClient({ ...temporal.connection, address: temporal.connection.address ?? '127.0.0.1:7233' }, keys);
   try {
     return await run(client, args);
   } finally {

@@ -53,6 +53,8 @@ export interface DevServerOptions {
    */
   detached?: boolean;
   onLog?: (line: string) => void;
+  /** Search attributes registered at start (`Name=Type`); default DEV_SEARCH_ATTRIBUTES. `[]`: a server like an existing cluster without them. */
+  searchAttributes?: string[];
 }
 
 export interface RunningDevServer {
@@ -87,7 +89,7 @@ export async function startTemporalDevServer(options: DevServerOptions = {}): Pr
     // against 47–50/s with one partition (docs/benchmarks.md, section 3).
     '--dynamic-config-value', 'matching.numTaskqueueReadPartitions=1',
     '--dynamic-config-value', 'matching.numTaskqueueWritePartitions=1',
-    ...DEV_SEARCH_ATTRIBUTES.flatMap((sa) => ['--search-attribute', sa]),
+    ...(options.searchAttributes ?? DEV_SEARCH_ATTRIBUTES).flatMap((sa) => ['--search-attribute', sa]),
   ];
   if (options.dbFilename) args.push('--db-filename', options.dbFilename);
   if (options.uiPort !== undefined) {

@@ -2,20 +2,23 @@
  * The Temporal client every process of the service uses. The connection is lazy, so the API
  * starts (and answers 503) while Temporal is down, and reconnects by itself when it returns.
  */
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import { dataConverter, type EncryptionKey } from './codec';
+import { lazyClientConnection, type TemporalConnectionConfig } from './connection';
 import { requestIdClientInterceptor } from './interceptors';
 
-export interface TemporalOptions {
-  address: string;
-  namespace: string;
-  keys: EncryptionKey[];
-}
-
-export function createTemporalClient({ address, namespace, keys }: TemporalOptions): Client {
+/**
+ * The API's and the CLIs' client, over the connection of `connection` (src/temporal/connection.ts:
+ * address, namespace, TLS, API key). Throws if it has no address.
+ */
+export function createTemporalClient(connection: TemporalConnectionConfig, keys: EncryptionKey[]): Client {
   // A short connect timeout: while Temporal is down, requests fail fast instead of hanging.
-  const connection = Connection.lazy({ address, connectTimeout: 3_000 });
-  return new Client({ connection, namespace, dataConverter: dataConverter(keys), interceptors: { workflow: [requestIdClientInterceptor] } });
+  return new Client({
+    connection: lazyClientConnection(connection, 3_000),
+    namespace: connection.namespace,
+    dataConverter: dataConverter(keys),
+    interceptors: { workflow: [requestIdClientInterceptor] },
+  });
 }
 
 /** Temporal did not answer within the time an interactive request can wait. */

@@ -1,6 +1,7 @@
 /** How the API starts and talks to workflows. */
 import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
 import { TemporalUnavailableError } from './client';
+import { isMissingSearchAttribute, registerCommand, registerSearchAttributes } from './searchAttributes';
 import type { accountExistsNoticeWorkflow, signupWorkflow } from '../workflows/signup';
 import type { CreateUserResponse, RetryBudget, SignupWorkflowInput } from '../workflows/shared';
 import {
@@ -129,9 +130,56 @@ function signupOptions(taskQueue: string, s: SignupStart) {
 
 /** Starts the signup's workflow; joins it if it is already running. */
 export async function startSignup(client: Client, taskQueue: string, s: SignupStart, deadline = Date.now() + INTERACTIVE_DEADLINE_MS): Promise<void> {
-  await settleBy(client, deadline, () =>
+  await withSignupState(client, deadline, () =>
     client.workflow.start<typeof signupWorkflow>('signupWorkflow', { ...signupOptions(taskQueue, s), workflowIdConflictPolicy: 'USE_EXISTING' }),
   );
+}
+
+/** `SignupState` is not registered on the cluster, and this process could not register it. */
+export class SearchAttributeMissingError extends TemporalUnavailableError {
+  override name = 'SearchAttributeMissingError';
+}
+
+/** One registration attempt at a time per client (concurrent signups share it). */
+const registering = new WeakMap<Client, Promise<unknown>>();
+
+/**
+ * Runs a call that sets `SignupState`. On a cluster where the attribute is missing (no worker has
+ * registered it yet), registers it and retries until it is usable or the deadline comes; if it
+ * cannot be registered, throws a SearchAttributeMissingError (503) naming it and the command
+ * that registers it, instead of Temporal's INVALID_ARGUMENT (which was a 500).
+ */
+async function withSignupState<T>(client: Client, deadline: number, call: () => Promise<T>): Promise<T> {
+  try {
+    return await settleBy(client, deadline, call);
+  } catch (err) {
+    if (!isMissingSearchAttribute(err)) throw err;
+  }
+  const namespace = client.options.namespace;
+  let attempt = registering.get(client);
+  if (!attempt) {
+    attempt = registerSearchAttributes(client.connection, namespace).finally(() => registering.delete(client));
+    registering.set(client, attempt);
+  }
+  try {
+    await attempt;
+  } catch (err) {
+    throw new SearchAttributeMissingError(
+      `search attribute SignupState is not registered in namespace ${namespace}, and registering it failed (${(err as Error).message}); register it: ${registerCommand(namespace)}`,
+    );
+  }
+  // The frontend may take a moment to see the new attribute.
+  for (;;) {
+    try {
+      return await settleBy(client, deadline, call);
+    } catch (err) {
+      if (!isMissingSearchAttribute(err)) throw err;
+      if (deadline - Date.now() < 600) {
+        throw new SearchAttributeMissingError(`search attribute SignupState was registered in namespace ${namespace} but is not usable yet`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 /**
@@ -140,7 +188,7 @@ export async function startSignup(client: Client, taskQueue: string, s: SignupSt
  * from the same reserved row, which continues from what the row records.
  */
 export async function resumeSignup(client: Client, taskQueue: string, s: SignupStart, deadline = Date.now() + INTERACTIVE_DEADLINE_MS): Promise<void> {
-  await settleBy(client, deadline, () =>
+  await withSignupState(client, deadline, () =>
     client.workflow.signalWithStart<typeof signupWorkflow>('signupWorkflow', { ...signupOptions(taskQueue, s), signal: resendSignal, signalArgs: [] }),
   );
 }

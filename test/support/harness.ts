@@ -4,8 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
-import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { Client } from '@temporalio/client';
+import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { startApi, type RunningApi } from '../../src/api/main';
@@ -14,6 +14,7 @@ import { createDb, migrate, type Db } from '../../src/db';
 import { createLogger, type Logger } from '../../src/logger';
 import { createWorker } from '../../src/worker';
 import { AesGcmCodec, dataConverter, resolveKeys } from '../../src/temporal/codec';
+import { connectClient, connectWorker } from '../../src/temporal/connection';
 import type { DataConverter, PayloadCodec } from '@temporalio/common';
 import { freePort } from '../../src/dev/ports';
 import { FakeTmc } from './fakeTmc';
@@ -96,7 +97,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
 
   // The development key in .data/, shared by every test process and the CLIs they run.
   const keys = resolveKeys(config, log);
-  const nativeConnection = await NativeConnection.connect({ address: config.temporal.address! });
+  const nativeConnection = await connectWorker(config.temporal.connection);
   let worker: Worker | undefined;
   let running: Promise<void> | undefined;
   const startWorker = async () => {
@@ -113,7 +114,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   if (options.worker !== false) await startWorker();
 
   const api = await startApi(config, { db, log, keys });
-  const connection = await Connection.connect({ address: config.temporal.address! });
+  const connection = await connectClient(config.temporal.connection);
   const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter: dataConverter(keys) });
 
   const request: Harness['request'] = async (method, path, opts = {}) => {
