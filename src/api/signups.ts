@@ -156,7 +156,8 @@ function pagesForErrors(log: Logger) {
       const e = toApiError(err);
       if (e.status >= 500) log.error({ err: { name: (err as Error)?.name, message: (err as Error)?.message }, requestId: ctx.state.requestId }, 'request failed');
       if (e.status === 503 || e.status === 502 || e.status === 500) {
-        const token = typeof ctx.request.body === 'object' && ctx.request.body !== null ? (ctx.request.body as Record<string, unknown>).token : ctx.query.token;
+        const posted = typeof ctx.request.body === 'object' && ctx.request.body !== null ? (ctx.request.body as Record<string, unknown>).token : undefined;
+        const token = posted ?? ctx.query.token;
         // "Try again" leads back to the link's page (never re-posting a password).
         sendPage(ctx, { ...pages.unavailable(typeof token === 'string' && TOKEN_FORMAT.test(token) ? `verify?token=${encodeURIComponent(token)}` : undefined), status: e.status });
         if (e.status === 503) ctx.set('Retry-After', '5');
