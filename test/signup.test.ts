@@ -184,6 +184,15 @@ describe('pre-account takeover: the activated password is always one typed by wh
       expect(res.body).toMatchObject({ title: 'Bad Request', source: null });
     }
     expect((await signupRow(address)).state).toBe('awaiting_verification');
+    // The page's form gets its problem shown on the form, not raw JSON.
+    const form = await h.request('POST', '/api/v0/signups/verify', {
+      raw: new URLSearchParams({ token: tokenOf(link), new_password: 'x'.repeat(1025) }).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html' },
+    });
+    expect(form.status).toBe(400);
+    expect(form.headers.get('content-type')).toMatch(/text\/html/);
+    expect(form.text).toContain('The new password must be at most 1024 bytes.');
+    expect(form.text).toContain('name="new_password"');
   });
 });
 

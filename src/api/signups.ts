@@ -242,7 +242,11 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
       pending = await findPendingSignup(db, tenant.id, identifier);
       if (!pending) throw new ApiError(503, 'The signup could not be recorded; try again.');
     }
-    await recordAttempt(db, pending.id, { passwordHash, displayName: body.display_name });
+    // The signup ended between the lookup and now (activated or expired): a defined answer
+    // rather than a run started for a finished signup. The caller's retry takes the right path.
+    if (!(await recordAttempt(db, pending.id, { passwordHash, displayName: body.display_name }))) {
+      throw new ApiError(503, 'The signup changed meanwhile; try again.');
+    }
     await resumeSignup(temporal, queue, startOf(pending, tenant, requestId), temporalDeadline(ctx));
     await recordAudit(db, { type: 'signup_resumed', userId: pending.user_id, tenantId: tenant.id, requestId });
     ctx.status = 202;
