@@ -168,6 +168,8 @@ describe('pre-account takeover: the activated password is always one typed by wh
     expect((await confirmWith(link, { new_password: owner })).status).toBe(200);
     expect(await login(row.user_id, owner)).toBe(true);
     expect(await login(row.user_id, stranger)).toBe(false);
+    // Nor does the stranger's display name go to the owner's account.
+    expect((await h.db('users').where({ id: row.user_id }).first()).display_name).toBe('');
     // Once active, the link changes nothing more, whatever it is sent with.
     expect((await confirmWith(link, { new_password: 'another-one-4' })).body).toEqual({ status: 'active', user_id: row.user_id });
     expect(await login(row.user_id, owner)).toBe(true);

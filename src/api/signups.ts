@@ -322,7 +322,9 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     }
 
     // 2. Claim the token with that password, so a resend racing with this cannot void it.
-    const claim = await claimToken(db, found.tokenId, chosenHash);
+    //    With a new password the link's holder may not be who started the attempt, so the
+    //    attempt's display name (someone else's text, perhaps) does not go to the account.
+    const claim = await claimToken(db, found.tokenId, chosenHash, body.new_password !== undefined);
     if (claim === 'not_pending') {
       const now = await findSignup(db, found.signupId);
       return now?.state === 'active' ? activePage(ctx, found.userId) : invalid(ctx, found);
