@@ -328,6 +328,10 @@ describe('GET and POST /api/v0/signups/verify', () => {
     expect(await h.db('verification_tokens').where({ signup_id: row.id }).update({ used_at: h.db.fn.now() })).toBe(1);
     // The page says it is on its way (and changes nothing); submitting again finishes it.
     expect((await h.request('GET', pathOf(link), { headers: json })).body).toEqual({ status: 'activating', user_id: row.user_id });
+    const page = await h.request('GET', pathOf(link), { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(202);
+    expect(page.text).toContain('Confirm again');
+    expect(page.text).toContain('name="password"');
     const again = await confirmWith(link, { password: 'password1' });
     expect(again.status).toBe(200);
     expect(again.body).toEqual({ status: 'active', user_id: row.user_id });

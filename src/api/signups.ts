@@ -278,7 +278,7 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     const found = TOKEN_FORMAT.test(token) ? await findToken(db, token) : undefined;
     if (!found || !found.valid) return invalid(ctx, found);
     if (found.signupState === 'active') return activePage(ctx, found.userId);
-    if (found.used) return answer(ctx, pages.activating(token), { status: 'activating', user_id: found.userId });
+    if (found.used) return answer(ctx, pages.activating(token, true), { status: 'activating', user_id: found.userId });
     if (ctx.query.choose === 'new') return answer(ctx, pages.choosePassword(token), { status: 'confirmation_required' });
     answer(ctx, pages.confirm(token), { status: 'confirmation_required' });
   }
