@@ -244,6 +244,17 @@ describe('signup pages in Chromium, without JavaScript', () => {
       const headers = await down!.allHeaders();
       expect(headers['referrer-policy']).toBe('no-referrer');
       expect(headers['retry-after']).toBe('5');
+      // A form post meeting the outage gets the same page, whose "Try again" leads back to the
+      // link's page (the password is never echoed into it).
+      const posted = await fetch(`${replica.url}/api/v0/signups/verify`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html', 'x-forwarded-for': b.clientIp },
+        body: new URLSearchParams({ token: url.searchParams.get('token')!, password: 'outage password' }).toString(),
+      });
+      expect(posted.status).toBe(503);
+      const postedPage = await posted.text();
+      expect(postedPage).toContain(`<a href="verify?token=${url.searchParams.get('token')}">Try again</a>`);
+      expect(postedPage).not.toContain('outage password');
       mkdirSync(ARTIFACTS, { recursive: true });
       await b.page.screenshot({ path: path.join(ARTIFACTS, 'unavailable.png'), fullPage: true });
       if (process.env.UPDATE_SCREENSHOTS === '1') copyFileSync(path.join(ARTIFACTS, 'unavailable.png'), path.join(DOCS, 'unavailable.png'));

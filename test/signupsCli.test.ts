@@ -131,6 +131,20 @@ describe('npm run signups -- stuck | resend | cancel', () => {
     expect(h.mail.to(a)).toHaveLength(1);
   }, 300_000);
 
+  it('cancels a signup whose workflow was terminated while it was pending: a fresh run expires its row', async () => {
+    const address = email();
+    const s = await startSignup(address);
+    await h.client.workflow.getHandle(s.workflowId).terminate('operator');
+    expect((await h.db('signups').where({ user_id: s.userId }).first()).state).toBe('awaiting_verification');
+    const cancelled = await cli('cancel', s.workflowId);
+    expect(cancelled.code, cancelled.stderr).toBe(0);
+    expect(cancelled.stderr).toContain('was TERMINATED with its signup pending');
+    expect(cancelled.stdout).toContain(`${s.workflowId}: {"outcome":"expired","reason":"cancelled"}`);
+    expect((await h.db('signups').where({ user_id: s.userId }).first()).state).toBe('expired');
+    expect(await h.db('users').where({ id: s.userId }).first()).toBeUndefined();
+    expect(h.mail.to(address)).toHaveLength(1); // the fresh run mailed nothing
+  }, 180_000);
+
   it('answers usage errors with exit code 2 and unknown workflows with 1', async () => {
     for (const args of [[], ['bogus'], ['resend'], ['cancel', 'a', 'b'], ['stuck', '--older-than', 'soon'], ['stuck', '--limit', '0'], ['stuck', '--limit', 'all'], ['stuck', '--nope']]) {
       const run = await cli(...args);

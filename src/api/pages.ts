@@ -177,14 +177,19 @@ ${newPasswordForm(token, problem)}`,
     return { status: 200, html: document('Your account is active', html`<p>Your email address is confirmed and your account is now active. You can close this page and sign in.</p>`) };
   },
 
-  /** 202: confirmed, activation not finished yet (a slow worker). `token`, when known, lets the page check again. */
-  activating(token?: string): Page {
+  /**
+   * 202: confirmed, activation not finished yet (a slow worker). `token`, when known, lets the page
+   * check again; with `confirmAgain` (the link opened again later) it also offers to confirm
+   * again, for a confirmation that never reached the workflow (an outage in between).
+   */
+  activating(token?: string, confirmAgain = false): Page {
     return {
       status: 202,
       html: document(
         'Almost done',
         html`<p>Your email address is confirmed and your account is being activated. This usually takes a few seconds.</p>
-${token ? html`<p><a href="verify?token=${encodeURIComponent(token)}">Check again</a></p>` : html`<p>Open the link in your email again in a moment to see that it is active.</p>`}`,
+${token ? html`<p><a href="verify?token=${encodeURIComponent(token)}">Check again</a></p>` : html`<p>Open the link in your email again in a moment to see that it is active.</p>`}
+${token && confirmAgain ? html`<section><p>Still not active after a minute? Confirm again:</p>${confirmForm(token)}</section>` : ''}`,
       ),
     };
   },

@@ -156,7 +156,8 @@ function pagesForErrors(log: Logger) {
       const e = toApiError(err);
       if (e.status >= 500) log.error({ err: { name: (err as Error)?.name, message: (err as Error)?.message }, requestId: ctx.state.requestId }, 'request failed');
       if (e.status === 503 || e.status === 502 || e.status === 500) {
-        const token = typeof ctx.request.body === 'object' && ctx.request.body !== null ? (ctx.request.body as Record<string, unknown>).token : ctx.query.token;
+        const posted = typeof ctx.request.body === 'object' && ctx.request.body !== null ? (ctx.request.body as Record<string, unknown>).token : undefined;
+        const token = posted ?? ctx.query.token;
         // "Try again" leads back to the link's page (never re-posting a password).
         sendPage(ctx, { ...pages.unavailable(typeof token === 'string' && TOKEN_FORMAT.test(token) ? `verify?token=${encodeURIComponent(token)}` : undefined), status: e.status });
         if (e.status === 503) ctx.set('Retry-After', '5');
@@ -241,7 +242,11 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
       pending = await findPendingSignup(db, tenant.id, identifier);
       if (!pending) throw new ApiError(503, 'The signup could not be recorded; try again.');
     }
-    await recordAttempt(db, pending.id, { passwordHash, displayName: body.display_name });
+    // The signup ended between the lookup and now (activated or expired): a defined answer
+    // rather than a run started for a finished signup. The caller's retry takes the right path.
+    if (!(await recordAttempt(db, pending.id, { passwordHash, displayName: body.display_name }))) {
+      throw new ApiError(503, 'The signup changed meanwhile; try again.');
+    }
     await resumeSignup(temporal, queue, startOf(pending, tenant, requestId), temporalDeadline(ctx));
     await recordAudit(db, { type: 'signup_resumed', userId: pending.user_id, tenantId: tenant.id, requestId });
     ctx.status = 202;
@@ -273,7 +278,7 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     const found = TOKEN_FORMAT.test(token) ? await findToken(db, token) : undefined;
     if (!found || !found.valid) return invalid(ctx, found);
     if (found.signupState === 'active') return activePage(ctx, found.userId);
-    if (found.used) return answer(ctx, pages.activating(token), { status: 'activating', user_id: found.userId });
+    if (found.used) return answer(ctx, pages.activating(token, true), { status: 'activating', user_id: found.userId });
     if (ctx.query.choose === 'new') return answer(ctx, pages.choosePassword(token), { status: 'confirmation_required' });
     answer(ctx, pages.confirm(token), { status: 'confirmation_required' });
   }
@@ -317,7 +322,9 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     }
 
     // 2. Claim the token with that password, so a resend racing with this cannot void it.
-    const claim = await claimToken(db, found.tokenId, chosenHash);
+    //    With a new password the link's holder may not be who started the attempt, so the
+    //    attempt's display name (someone else's text, perhaps) does not go to the account.
+    const claim = await claimToken(db, found.tokenId, chosenHash, body.new_password !== undefined);
     if (claim === 'not_pending') {
       const now = await findSignup(db, found.signupId);
       return now?.state === 'active' ? activePage(ctx, found.userId) : invalid(ctx, found);

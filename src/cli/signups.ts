@@ -9,18 +9,24 @@
  *   resend <workflowId>       a fresh link (the workflow throttles it by SIGNUP_RESEND_INTERVAL)
  *   cancel <workflowId>       expire the signup now (the candidate is deleted); waits for the result
  *
+ * resend and cancel also work on a signup whose workflow was terminated while the signup was
+ * pending: a fresh run of it is started from the closed run's input, with the signal.
+ *
  * Connects to TEMPORAL_ADDRESS (default 127.0.0.1:7233, the dev server of `npm start`) and
  * TEMPORAL_NAMESPACE (default `default`). Payloads (memos, query results) are decrypted with
  * PAYLOAD_ENCRYPTION_KEYS, or in development with the key `npm start` keeps in .data/.
  * Exit codes: 0 ok, 1 failure, 2 usage.
  */
 import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
+import type { SignalDefinition } from '@temporalio/common';
+import { decodeArrayFromPayloads } from '@temporalio/common/lib/internal-non-workflow';
 import { msToNumber } from '@temporalio/common/lib/time';
 import { createTemporalClient } from '../temporal/client';
 import { isWorkflowClosed } from '../temporal/starters';
 import { loadKeys } from '../temporal/codec';
 import { loadTemporalConnection } from '../temporal/connection';
-import { cancelSignal, resendSignal, signupStatusQuery } from '../workflows/shared';
+import { cancelSignal, resendSignal, SignupStateKey, signupStatusQuery, type SignupWorkflowInput } from '../workflows/shared';
+import type { signupWorkflow } from '../workflows/signup';
 
 const USAGE = [
   'usage: npm run signups -- <command>',
@@ -161,8 +167,13 @@ async function stuck(client: Client, args: string[]): Promise<number> {
   return 0;
 }
 
-/** The running signup workflow `workflowId`, or a CliFailure saying why not. */
-async function runningSignup(client: Client, workflowId: string) {
+/**
+ * The running signup workflow `workflowId`, or a CliFailure saying why not. A signup whose run an
+ * operator terminated (or that otherwise closed without ending it: its SignupState still says it
+ * waits) gets a fresh run from the closed run's own input, with `signal` as its first event, so
+ * that its database row ends as the command says instead of staying pending.
+ */
+async function runningSignup(client: Client, workflowId: string, signal: SignalDefinition) {
   const description = await client
     .withDeadline(Date.now() + CALL_DEADLINE_MS, () => client.workflow.getHandle(workflowId).describe())
     .catch((err: unknown) => {
@@ -170,8 +181,29 @@ async function runningSignup(client: Client, workflowId: string) {
       throw err;
     });
   if (description.type !== 'signupWorkflow') throw new CliFailure(`${workflowId} is a ${description.type}, not a signupWorkflow`);
-  if (description.status.name !== 'RUNNING') throw new CliFailure(`${workflowId} is not running (${description.status.name})`);
-  return client.workflow.getHandle(workflowId, description.runId);
+  if (description.status.name === 'RUNNING') return { handle: client.workflow.getHandle(workflowId, description.runId), restarted: false };
+  const state = description.typedSearchAttributes.get(SignupStateKey);
+  if (description.status.name === 'COMPLETED' || (state !== 'AwaitingVerification' && state !== 'Activating')) {
+    throw new CliFailure(`${workflowId} is not running (${description.status.name})`);
+  }
+  // Closed while its signup was pending: start it again from the same input, with the signal.
+  const history = await client.withDeadline(Date.now() + CALL_DEADLINE_MS, () => client.workflow.getHandle(workflowId, description.runId).fetchHistory());
+  const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+  const [input] = (await decodeArrayFromPayloads(client.options.loadedDataConverter, started?.input?.payloads)) as [SignupWorkflowInput | undefined];
+  if (!input) throw new CliFailure(`${workflowId} is not running (${description.status.name}), and its input could not be read`);
+  console.error(`${workflowId} was ${description.status.name} with its signup pending: starting a fresh run of it`);
+  const handle = await client.withDeadline(Date.now() + CALL_DEADLINE_MS, () =>
+    client.workflow.signalWithStart<typeof signupWorkflow, []>('signupWorkflow', {
+      workflowId,
+      taskQueue: description.taskQueue,
+      args: [input],
+      signal: signal as SignalDefinition<[]>,
+      signalArgs: [],
+      typedSearchAttributes: [{ key: SignupStateKey, value: 'AwaitingVerification' }],
+      staticSummary: `Signup for user ${input.userId} (restarted by the signups CLI)`,
+    }),
+  );
+  return { handle, restarted: true };
 }
 
 /** Sends a signal to the run `runningSignup` found; a run that closed in between is a CliFailure, not a stack trace. */
@@ -186,8 +218,8 @@ async function resend(client: Client, args: string[]): Promise<number> {
   const { positional } = parseArgs(args, []);
   const [workflowId, extra] = positional;
   if (!workflowId || extra !== undefined) throw new UsageError('resend takes one workflow id');
-  const handle = await runningSignup(client, workflowId);
-  await signalRunning(client, workflowId, () => handle.signal(resendSignal));
+  const { handle, restarted } = await runningSignup(client, workflowId, resendSignal);
+  if (!restarted) await signalRunning(client, workflowId, () => handle.signal(resendSignal));
   console.log(`${workflowId}: resend requested (a fresh link goes out unless the last one is younger than the resend interval)`);
   return 0;
 }
@@ -197,8 +229,8 @@ async function cancel(client: Client, args: string[]): Promise<number> {
   const [workflowId, extra] = positional;
   if (!workflowId || extra !== undefined) throw new UsageError('cancel takes one workflow id');
   const waitMs = options.has('wait') ? parseDuration(options.get('wait'), '--wait') : 30_000;
-  const handle = await runningSignup(client, workflowId);
-  await signalRunning(client, workflowId, () => handle.signal(cancelSignal));
+  const { handle, restarted } = await runningSignup(client, workflowId, cancelSignal);
+  if (!restarted) await signalRunning(client, workflowId, () => handle.signal(cancelSignal));
   console.error(`${workflowId}: cancel signal sent, waiting up to ${formatAge(waitMs)} for the workflow to end`);
 
   const signal = AbortSignal.timeout(waitMs);

@@ -222,7 +222,13 @@ export async function findToken(db: Knex, token: string): Promise<FoundToken | u
  * Returns 'claimed' (used now for the first time), 'reclaimed' (used before: a confirmation whose
  * answer was lost, repeated) or 'not_pending'.
  */
-export async function claimToken(db: Knex, tokenId: string, passwordHash: string): Promise<'claimed' | 'reclaimed' | 'not_pending'> {
+export async function claimToken(
+  db: Knex,
+  tokenId: string,
+  passwordHash: string,
+  /** true for a new password: the attempt's display name is not known to be the link holder's, so the account gets none. */
+  dropName = false,
+): Promise<'claimed' | 'reclaimed' | 'not_pending'> {
   return db.transaction(async (trx) => {
     const row = await trx('verification_tokens as t')
       .join('signups as s', 's.id', 't.signup_id')
@@ -232,7 +238,9 @@ export async function claimToken(db: Knex, tokenId: string, passwordHash: string
       .forShare('s')
       .first<{ used_at: Date | null } | undefined>('t.used_at');
     if (!row) return 'not_pending';
-    await trx('verification_tokens').where({ id: tokenId }).update({ used_at: row.used_at ?? trx.fn.now(), password_hash: passwordHash });
+    await trx('verification_tokens')
+      .where({ id: tokenId })
+      .update({ used_at: row.used_at ?? trx.fn.now(), password_hash: passwordHash, ...(dropName ? { display_name: '' } : {}) });
     return row.used_at ? 'reclaimed' : 'claimed';
   });
 }
