@@ -1,6 +1,6 @@
 /**
  * The signup pages in a real browser (issue 12 §3): headless Chromium from Debian
- * (`apt-get install chromium`; .ci/run installs it), driven by playwright-core, with JavaScript
+ * (`npm test`'s set-up step installs it), driven by playwright-core, with JavaScript
  * off. Each test follows a link from a real verification mail (or a forged one), fills the form
  * by its label, submits, and checks the outcome. Every page is checked for the same things: it
  * loads nothing from another origin, the Content-Security-Policy blocks nothing of its own (its
@@ -9,10 +9,11 @@
  * A screenshot of each page goes to test-artifacts/pages/; with UPDATE_SCREENSHOTS=1 also to
  * docs/pages/, which the README links.
  */
-import { existsSync, mkdirSync, copyFileSync } from 'node:fs';
+import { mkdirSync, copyFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { chromium, type Browser, type BrowserContext, type Page, type Response } from 'playwright-core';
+import type { Browser, BrowserContext, Page, Response } from 'playwright-core';
+import { launchChromium } from './support/browser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApi, type RunningApi } from '../src/api/main';
 import { createDb, type Db } from '../src/db';
@@ -21,7 +22,6 @@ import { PROJECT_ROOT } from '../src/dev/temporalServer';
 import { resolveKeys } from '../src/temporal/codec';
 import { eventually, startHarness, type Harness } from './support/harness';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.join(PROJECT_ROOT, 'test-artifacts', 'pages');
 const DOCS = path.join(PROJECT_ROOT, 'docs', 'pages');
 
@@ -29,14 +29,9 @@ let h: Harness;
 let browser: Browser;
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)`);
   // Rate limits on, behind one (pretend) proxy: each test is its own client address.
   h = await startHarness({ env: { RATE_LIMIT_DISABLED: 'false', TRUSTED_PROXY_COUNT: '1', SIGNUP_RESEND_INTERVAL: '1s' } });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    timeout: 120_000,
-  });
+  browser = await launchChromium();
 }, 300_000);
 
 afterAll(async () => {
