@@ -36,6 +36,10 @@ const envSchema = z.object({
   SHUTDOWN_DRAIN: duration.default(3_000),
   /** Largest request body the API reads, in bytes; larger ones get 413. */
   MAX_BODY_BYTES: z.coerce.number().int().positive().default(64 * 1024),
+  /** Password hashes and verifications the API runs at once (src/hashing.ts); unset: libuv's pool size less two. */
+  HASH_CONCURRENCY: z.coerce.number().int().positive().optional(),
+  /** Hashes that may wait for a slot; beyond it, 503 with Retry-After. */
+  HASH_QUEUE_MAX: z.coerce.number().int().positive().default(64),
 
   DATABASE_URL: z.string().url().optional(),
   DATABASE_POOL_MAX: z.coerce.number().int().positive().default(10),
@@ -124,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     production: e.NODE_ENV === 'production',
     logLevel: e.LOG_LEVEL,
     http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES, trustProxy: e.TRUST_PROXY, shutdownDrainMs: e.SHUTDOWN_DRAIN },
+    hashing: { concurrency: e.HASH_CONCURRENCY, maxQueued: e.HASH_QUEUE_MAX },
     rateLimit: { disabled: e.RATE_LIMIT_DISABLED, exemptTmc: e.RATE_LIMIT_EXEMPT_TMC },
     database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
     temporal: {

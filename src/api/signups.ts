@@ -30,7 +30,8 @@ import {
   type SignupRow,
   type Tenant,
 } from '../db/signups';
-import { hashPassword, MAX_PASSWORD_BYTES, passwordTooLong } from '../passwords';
+import type { HashQueue } from '../hashing';
+import { MAX_PASSWORD_BYTES, passwordTooLong } from '../passwords';
 import { notifyExistingAccount, resumeSignup, signalEmailVerified, startSignup, type SignupStart } from '../temporal/starters';
 import type { Logger } from '../logger';
 import { answerWithin } from './deadline';
@@ -42,6 +43,8 @@ export interface SignupDeps {
   db: Db;
   temporal: Client;
   log: Logger;
+  /** Where argon2 work runs (src/hashing.ts). */
+  hashes: HashQueue;
 }
 
 /**
@@ -89,7 +92,7 @@ export const resendRequest = z.object({ tenant: tenantField, email: emailField }
 const VERIFICATION_SENT = { status: 'verification_sent' } as const;
 const LINK_INVALID = 'This link is invalid, was already used, or has expired.';
 
-export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router {
+export function signupRoutes({ config, db, temporal, log, hashes }: SignupDeps): Router {
   const queue = config.temporal.taskQueue;
   const startOf = (s: SignupRow, tenant: Pick<Tenant, 'id' | 'identifier'>, requestId?: string): SignupStart => ({
     signupId: s.id,
@@ -131,7 +134,8 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     //    second must not be able to take over the account before its owner verifies it.
     let pending = await findPendingSignup(db, tenant.id, identifier);
     if (!pending) {
-      const passwordHash = await hashPassword(body.password);
+      // A hash that cannot be done before the answer is due is not started (503 instead).
+      const passwordHash = await hashes.hash(body.password, { deadline: ctx.state.deadline - 500, signal: ctx.state.callerGone });
       const expiresAt = new Date(Date.now() + config.signup.verificationTtlMs);
       const reserved = await reserveSignup(db, { tenantId: tenant.id, identifier, email: body.email.trim(), displayName: body.display_name, passwordHash, expiresAt });
       if (reserved) {

@@ -17,7 +17,8 @@ import type { Config } from '../config';
 import type { Db } from '../db';
 import type { Logger } from '../logger';
 import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash, upstreamStatus, userExists } from '../db/users';
-import { dummyVerify, hashPassword, MAX_PASSWORD_BYTES, passwordTooLong, verifyPassword } from '../passwords';
+import type { HashQueue } from '../hashing';
+import { MAX_PASSWORD_BYTES, passwordTooLong } from '../passwords';
 import { createTmcUser, INTERACTIVE_DEADLINE_MS } from '../temporal/starters';
 import { TmcError, type TmcClient } from '../tmc';
 import { ANSWER_MARGIN_MS } from '../workflows/shared';
@@ -33,7 +34,19 @@ export interface TmcServerDeps {
   temporal: Client;
   tmc: TmcClient;
   log: Logger;
+  /** Where argon2 work runs (src/hashing.ts). */
+  hashes: HashQueue;
 }
+
+/**
+ * Time a create keeps after hashing for the workflow (the commit; for a new user also TMC's user
+ * fetch). A hash that cannot be done before `deadline - CREATE_WORKFLOW_RESERVE_MS` is not
+ * started: 503 instead.
+ */
+const CREATE_WORKFLOW_RESERVE_MS = 1_000;
+
+/** When the caller's answer is due: TMC gives up after 10 s, so 8 s after arrival. */
+const deadlineOf = (ctx: Context): number => (ctx.state.arrivedAt ?? Date.now()) + INTERACTIVE_DEADLINE_MS;
 
 const password = z
   .string()
@@ -56,7 +69,7 @@ export const upstreamIdParam = z
   .transform(Number)
   .pipe(int32);
 
-export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDeps): Router {
+export function tmcServerRoutes({ config, db, temporal, tmc, log, hashes }: TmcServerDeps): Router {
   // Failed authenticates per user (README, "Rate limits"); off with the other limits.
   const failures = config.rateLimit.disabled ? undefined : authenticateFailures({ db, log });
 
@@ -68,9 +81,9 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    */
   async function createUser(ctx: Context) {
     // TMC gives up after 10 s; whatever happens, it gets an answer within 8 s of arrival.
-    const deadline = Date.now() + INTERACTIVE_DEADLINE_MS;
+    const deadline = deadlineOf(ctx);
     const body = parse(createUserRequest, jsonBody(ctx));
-    const passwordHash = await hashPassword(body.password);
+    const passwordHash = await hashes.hash(body.password, { deadline: deadline - CREATE_WORKFLOW_RESERVE_MS, signal: ctx.state.callerGone });
     ctx.body = await createTmcUser(
       temporal,
       config.temporal.taskQueue,
@@ -89,9 +102,10 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    */
   async function authenticate(ctx: Context) {
     const body = parse(loginRequest, jsonBody(ctx));
+    const job = { deadline: deadlineOf(ctx), signal: ctx.state.callerGone };
     const verify = async () => {
       const hash = await findLoginHash(db, body.user_id);
-      return hash === undefined ? dummyVerify(body.password) : verifyPassword(hash, body.password);
+      return hash === undefined ? hashes.dummyVerify(body.password, job) : hashes.verify(hash, body.password, job);
     };
     const ok = failures ? await failures.guard(ctx, body.user_id, verify) : await verify();
     if (ok !== undefined) ctx.body = ok;
@@ -106,9 +120,10 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    */
   async function changePassword(ctx: Context) {
     const body = parse(changePasswordRequest, jsonBody(ctx));
+    const job = { deadline: deadlineOf(ctx) - 500, signal: ctx.state.callerGone };
     if (typeof body.old_password === 'string') {
       const hash = await findLoginHash(db, body.user_id);
-      const ok = hash === undefined ? await dummyVerify(body.old_password) : await verifyPassword(hash, body.old_password);
+      const ok = hash === undefined ? await hashes.dummyVerify(body.old_password, job) : await hashes.verify(hash, body.old_password, job);
       if (!ok) {
         ctx.body = false;
         return;
@@ -117,7 +132,7 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
       ctx.body = false;
       return;
     }
-    const newHash = await hashPassword(body.new_password);
+    const newHash = await hashes.hash(body.new_password, job);
     try {
       await upsertPasswordHash(db, body.user_id, newHash);
       ctx.body = true;
@@ -134,7 +149,7 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    * Returns the `User` for a TMC id, creating it from TMC's data, without a password, if missing.
    */
   async function userByUpstreamId(ctx: Context) {
-    const deadline = Date.now() + INTERACTIVE_DEADLINE_MS;
+    const deadline = deadlineOf(ctx);
     const upstreamId = parse(upstreamIdParam, ctx.params.id, 'upstream id');
     let tmcUser;
     try {
