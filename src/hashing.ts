@@ -7,12 +7,13 @@
  *   queue runs at most `concurrency` jobs at once (default: the pool's size less two), so a burst
  *   of logins leaves threads for a host-name lookup instead of making it wait seconds.
  * - **Bounded length.** At most `maxQueued` jobs wait; one more is refused at once
- *   (`HashQueueFull`: 503 with Retry-After), instead of a backlog that outlives its callers.
+ *   (HashQueueBusy `queue_full`: 503 with Retry-After), instead of a backlog that outlives its callers.
  * - **Deadlines.** Each job carries its caller's deadline and abort signal. A job whose caller
  *   has gone (TMC's client gives up after 10 s), whose deadline passes while it waits, or that
- *   could not finish before its deadline by the time its turn comes, is dropped, not done
- *   (`HashDeadline`: 503 with Retry-After). A job is also refused on arrival when the work ahead of
- *   it cannot be done in time, by the recent cost of a hash.
+ *   could not finish before its deadline by the time its turn comes (by the recent cost of a
+ *   hash), is dropped, not done (HashQueueBusy `deadline` or `caller_gone`: 503 with
+ *   Retry-After). Not refused on arrival by an estimate of the work
+ *   ahead: under a noisy load that estimate refused work that would have made it.
  *
  * Metrics: `accounts_hash_queue_length` (waiting), `accounts_hash_queue_running`,
  * `accounts_hash_queue_wait_seconds` (time from arrival to start), and
