@@ -64,6 +64,8 @@ const envSchema = z.object({
   TMC_NOTIFY_INITIAL_INTERVAL: duration.default(1_000),
   TMC_NOTIFY_MAX_INTERVAL: duration.default(10 * 60_000),
   TMC_NOTIFY_RETRY_BUDGET: duration.default(7 * 24 * 3_600_000),
+  /** Creates one run of a TMC user's workflow takes before it continues as new (below Temporal's history.maxTotalUpdates). */
+  TMC_UPDATES_PER_RUN: z.coerce.number().int().min(2).default(1_000),
 
   /** Port of the worker's own /metrics (activity counters). */
   WORKER_METRICS_PORT: port.default(9464),
@@ -148,6 +150,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       accessToken: e.TMC_ACCESS_TOKEN,
       ratelimitApiKey: e.RATELIMIT_PROTECTION_SAFE_API_KEY,
       timeoutMs: e.TMC_REQUEST_TIMEOUT,
+      updatesPerRun: e.TMC_UPDATES_PER_RUN,
       notifyRetry: {
         initialIntervalMs: e.TMC_NOTIFY_INITIAL_INTERVAL,
         maximumIntervalMs: e.TMC_NOTIFY_MAX_INTERVAL,

@@ -87,7 +87,7 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log, hashes }: TmcS
     ctx.body = await createTmcUser(
       temporal,
       config.temporal.taskQueue,
-      { upstreamId: body.upstream_id, passwordHash, notifyRetry: config.tmc.notifyRetry, requestId: ctx.state.requestId },
+      { upstreamId: body.upstream_id, passwordHash, notifyRetry: config.tmc.notifyRetry, maxUpdatesPerRun: config.tmc.updatesPerRun, requestId: ctx.state.requestId },
       deadline,
     );
   }

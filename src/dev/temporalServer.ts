@@ -48,6 +48,8 @@ export interface DevServerOptions {
   cliPath?: string;
   startupTimeoutMs?: number;
   onLog?: (line: string) => void;
+  /** Extra dynamic config, e.g. `{ 'history.maxTotalUpdates': 20 }` to test a limit in seconds. */
+  dynamicConfig?: Record<string, string | number | boolean>;
 }
 
 export interface RunningDevServer {
@@ -81,6 +83,7 @@ export async function startTemporalDevServer(options: DevServerOptions = {}): Pr
     '--dynamic-config-value', 'matching.numTaskqueueReadPartitions=1',
     '--dynamic-config-value', 'matching.numTaskqueueWritePartitions=1',
     ...DEV_SEARCH_ATTRIBUTES.flatMap((sa) => ['--search-attribute', sa]),
+    ...Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${JSON.stringify(value)}`]),
   ];
   if (options.dbFilename) args.push('--db-filename', options.dbFilename);
   if (options.uiPort !== undefined) {
