@@ -64,6 +64,10 @@ const envSchema = z.object({
   TMC_NOTIFY_INITIAL_INTERVAL: duration.default(1_000),
   TMC_NOTIFY_MAX_INTERVAL: duration.default(10 * 60_000),
   TMC_NOTIFY_RETRY_BUDGET: duration.default(7 * 24 * 3_600_000),
+  /** mooc.fi's GraphQL API, asked for a new TMC user's id as headless-lms does; unset or empty: off. */
+  MOOCFI_GRAPHQL_URL: z.string().url().optional(),
+  /** The longest the mooc.fi id lookup may take. */
+  MOOCFI_TIMEOUT: duration.default(2_000),
   /** Creates one run of a TMC user's workflow takes before it continues as new (below Temporal's history.maxTotalUpdates). */
   TMC_UPDATES_PER_RUN: z.coerce.number().int().min(2).default(1_000),
 
@@ -165,6 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       revealExisting: e.SIGNUP_REVEAL_EXISTING,
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
+    moocfi: { graphqlUrl: e.MOOCFI_GRAPHQL_URL ?? '', accessToken: e.TMC_ACCESS_TOKEN, timeoutMs: e.MOOCFI_TIMEOUT },
     worker: { metricsPort: e.WORKER_METRICS_PORT, sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS, maxCachedWorkflows: e.WORKER_MAX_CACHED_WORKFLOWS },
   };
 }

@@ -20,6 +20,7 @@ import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash, upstreamStat
 import type { HashQueue } from '../hashing';
 import { MAX_PASSWORD_BYTES, passwordTooLong } from '../passwords';
 import { createTmcUser, INTERACTIVE_DEADLINE_MS } from '../temporal/starters';
+import { MoocfiClient, moocfiIdForNewUser } from '../moocfi';
 import { TmcError, type TmcClient } from '../tmc';
 import { ANSWER_MARGIN_MS } from '../workflows/shared';
 import { usersCreated } from '../metrics';
@@ -70,6 +71,7 @@ export const upstreamIdParam = z
   .pipe(int32);
 
 export function tmcServerRoutes({ config, db, temporal, tmc, log, hashes }: TmcServerDeps): Router {
+  const moocfi = new MoocfiClient(config.moocfi, (reason) => log.warn({ reason }, 'mooc.fi id lookup failed; a new id is used'));
   // Failed authenticates per user (README, "Rate limits"); off with the other limits.
   const failures = config.rateLimit.disabled ? undefined : authenticateFailures({ db, log });
 
@@ -158,8 +160,10 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log, hashes }: TmcS
     } catch (err) {
       throw tmcFailure(err);
     }
+    // A new user gets mooc.fi's id for them, if mooc.fi answers in the time that is left.
+    const preferredId = await moocfiIdForNewUser(db, moocfi, tmcUser, { timeoutMs: deadline - Date.now() - ANSWER_MARGIN_MS, signal: ctx.state.callerGone });
     // A transaction, so the user and its details are written together or not at all.
-    const { user, created } = await db.transaction((trx) => getOrCreateUserFromTmc(trx, tmcUser));
+    const { user, created } = await db.transaction((trx) => getOrCreateUserFromTmc(trx, tmcUser, preferredId));
     if (created) usersCreated.inc();
     ctx.body = user;
   }
