@@ -9,8 +9,9 @@
  *   4. the cost of 10 / 1 000 / 10 000 signups waiting for verification.
  *
  * Prints a table and writes bench/results.json (medians of the runs, with min and max).
- * Options: --quick, --sections=1,2,3,4, --runs=N, --levels=10,1000,10000, --out=FILE, --keep (keep logs).
+ * Options: --quick, --sections=1,2,3,4,5, --runs=N, --levels=10,1000,10000, --out=FILE, --keep (keep logs).
  */
+import dns from 'node:dns';
 import { execSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +20,7 @@ import path from 'node:path';
 import argon2 from 'argon2';
 import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash } from '../src/db/users';
 import { findTenant, identifierOf, reserveSignup } from '../src/db/signups';
+import { defaultHashConcurrency, HashQueue } from '../src/hashing';
 import { hashPassword } from '../src/passwords';
 import { startSignup } from '../src/temporal/starters';
 import { TmcClient } from '../src/tmc';
@@ -36,7 +38,7 @@ const flag = (name: string) => args.includes(`--${name}`);
 const option = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 
 const quick = flag('quick');
-const sections = new Set((option('sections') ?? '1,2,3,4').split(',').map(Number));
+const sections = new Set((option('sections') ?? '1,2,3,4,5').split(',').map(Number));
 const runs = Number(option('runs') ?? (quick ? 2 : 3));
 const outFile = path.resolve(option('out') ?? path.join(__dirname, 'results.json'));
 
@@ -440,6 +442,39 @@ async function benchGrowth(stack: Stack, authUserId: string) {
   };
 }
 
+// ---- 5. host-name lookups during a hashing burst ------------------------------------------------
+
+/**
+ * A DNS lookup (getaddrinfo runs on libuv's threadpool, as argon2 does) while a burst of password
+ * hashes runs: through the API's HashQueue (src/hashing.ts, default concurrency), and straight
+ * into argon2 as before the queue. In this process, so it measures the threadpool, not HTTP.
+ */
+async function benchLookups() {
+  const burst = quick ? 16 : 32;
+  const lookupMs = () =>
+    new Promise<number>((resolve, reject) => {
+      const started = performance.now();
+      dns.lookup('localhost', (err) => (err ? reject(err) : resolve(performance.now() - started)));
+    });
+  const idle: number[] = [];
+  const queued: number[] = [];
+  const direct: number[] = [];
+  const queue = new HashQueue({ concurrency: defaultHashConcurrency(), maxQueued: 1_000 });
+  for (let run = 0; run < runs; run++) {
+    idle.push(await lookupMs());
+    const viaQueue = Promise.all(Array.from({ length: burst }, (_, i) => queue.hash(`bench ${i}`, { deadline: Date.now() + 600_000 })));
+    await sleep(100);
+    queued.push(await lookupMs());
+    await viaQueue;
+    const straight = Promise.all(Array.from({ length: burst }, (_, i) => hashPassword(`bench ${i}`)));
+    await sleep(100);
+    direct.push(await lookupMs());
+    await straight;
+  }
+  const med = (xs: number[]) => percentile(xs, 50);
+  return { burst, concurrency: defaultHashConcurrency(), idleMs: summarize(idle), queuedMs: summarize(queued), directMs: summarize(direct), medians: { idle: med(idle), queued: med(queued), direct: med(direct) } };
+}
+
 // ---- table -----------------------------------------------------------------------------------
 
 function table(results: Record<string, any>): string {
@@ -491,6 +526,11 @@ function table(results: Record<string, any>): string {
     }
     lines.push(`CPU per waiting signup built (worker + Temporal + PostgreSQL + mail capture): ${g.levels.map((l: any) => l.cpuSecondsPerSignup.toFixed(3)).join(' / ')} s`);
     lines.push(`growth: worker RSS ${g.growth.workerRssMiBPer1000.toFixed(1)} MiB per 1000, list ${g.growth.listMsPer1000.toFixed(1)} ms per 1000, authenticate p50 x${g.growth.authenticateP50Change.toFixed(2)}`);
+  }
+  if (results.lookups) {
+    const d = results.lookups;
+    lines.push('', `5. DNS lookup (localhost, getaddrinfo) during a burst of ${d.burst} password hashes; median of the runs`);
+    lines.push('| | lookup ms |', '|---|---|', `| idle | ${fmt(d.medians.idle, 1)} |`, `| hashes through the queue (${d.concurrency} at a time) | ${fmt(d.medians.queued, 1)} |`, `| hashes straight into argon2 | ${fmt(d.medians.direct, 1)} |`);
   }
   lines.push('', `total ${results.meta.totalSeconds.toFixed(0)} s`);
   return lines.join('\n');
@@ -544,6 +584,10 @@ async function main() {
     if (sections.has(4)) {
       log(`4. growth: ${SIZES.levels.join(' / ')} waiting signups`);
       results.growth = await benchGrowth(stack, userId);
+    }
+    if (sections.has(5)) {
+      log('5. DNS lookups during a hashing burst');
+      results.lookups = await benchLookups();
     }
   } finally {
     results.meta.machineAtEnd = machine();

@@ -34,6 +34,9 @@ export interface TmcUserActivityDeps {
   moocfi?: MoocfiClient;
 }
 
+/** The least time a TMC fetch is given; with less left, the step gives up without calling TMC. */
+const MIN_TMC_BUDGET_MS = 1_000;
+
 /** The running activity's cancellation signal; outside an activity (tests, the bench), none. */
 function cancellation(): AbortSignal | undefined {
   try {
@@ -104,6 +107,9 @@ export function createTmcUserActivities({ db, tmc, log, moocfi }: TmcUserActivit
     createUserFromTmc: mapFailures(
       async (input: { upstreamId: number; passwordHash: string; attempt?: string; answerBy?: number }): Promise<User> => {
         const budget = input.answerBy === undefined ? undefined : input.answerBy - Date.now() - ANSWER_MARGIN_MS;
+        // Too little time left to give TMC a fair chance (an earlier attempt used it up, e.g. on a
+        // database outage): say so, rather than blame TMC for a timeout it never had time for.
+        if (budget !== undefined && budget < MIN_TMC_BUDGET_MS) throw abandoned('no time left before the caller\'s deadline');
         let tmcUser: TmcUser;
         try {
           tmcUser = await tmc.getUser(input.upstreamId, { timeoutMs: budget === undefined ? undefined : Math.max(budget, 0), signal: cancellation() });
