@@ -140,7 +140,7 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
   // Runs that may continue as new (CONTINUE_AS_NEW_PATCH) do so before Temporal's limits per
   // run: its cap on updates (history.maxTotalUpdates, 2 000 by default; TMC calls create on every
   // login, and a run stays open while TMC refuses the notification), or when the server suggests
-  // it (history size or event count). Decided once per run, when its first create is done.
+  // it (history size or event count). Decided once per run, at its start.
   const mayContinue = patched(CONTINUE_AS_NEW_PATCH);
   const maxUpdates = input.maxUpdatesPerRun ?? DEFAULT_MAX_UPDATES_PER_RUN;
   const nearLimit = () => mayContinue && (updatesSeen >= maxUpdates || workflowInfo().continueAsNewSuggested);
