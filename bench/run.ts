@@ -10,8 +10,9 @@
  *   5. importing 100 000 headless-lms users against a plain INSERT … SELECT copy (dblink).
  *
  * Prints a table and writes bench/results.json (medians of the runs, with min and max).
- * Options: --quick, --sections=1,2,3,4,5, --runs=N, --levels=10,1000,10000, --import-users=N, --out=FILE, --keep (keep logs).
+ * Options: --quick, --sections=1,2,3,4,5,6, --runs=N, --levels=10,1000,10000, --import-users=N, --out=FILE, --keep (keep logs).
  */
+import dns from 'node:dns';
 import { execSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { findLoginHash, getOrCreateUserFromTmc, upsertPasswordHash } from '../sr
 import { findTenant, identifierOf, reserveSignup } from '../src/db/signups';
 import { DEFAULT_BATCH_SIZE, runImport } from '../src/cli/importHeadlessLms';
 import { createDb, migrate } from '../src/db';
+import { defaultHashConcurrency, HashQueue } from '../src/hashing';
 import { hashPassword } from '../src/passwords';
 import { HEADLESS_LMS_HASHES } from '../test/fixtures/headlessLmsHashes';
 import { createHeadlessLmsSource, generateSourceUsers } from '../test/support/headlessLmsSource';
@@ -41,7 +43,7 @@ const flag = (name: string) => args.includes(`--${name}`);
 const option = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 
 const quick = flag('quick');
-const sections = new Set((option('sections') ?? '1,2,3,4,5').split(',').map(Number));
+const sections = new Set((option('sections') ?? '1,2,3,4,5,6').split(',').map(Number));
 const runs = Number(option('runs') ?? (quick ? 2 : 3));
 const outFile = path.resolve(option('out') ?? path.join(__dirname, 'results.json'));
 
@@ -535,6 +537,37 @@ async function benchImport(stack: Stack, users: number) {
   } finally {
     await copyDb.destroy();
   }
+
+// ---- 6. host-name lookups during a hashing burst ------------------------------------------------
+
+/**
+ * A DNS lookup (getaddrinfo runs on libuv's threadpool, as argon2 does) while a burst of password
+ * hashes runs: through the API's HashQueue (src/hashing.ts, default concurrency), and straight
+ * into argon2 as before the queue. In this process, so it measures the threadpool, not HTTP.
+ */
+async function benchLookups() {
+  const burst = quick ? 16 : 32;
+  const lookupMs = () =>
+    new Promise<number>((resolve, reject) => {
+      const started = performance.now();
+      dns.lookup('localhost', (err) => (err ? reject(err) : resolve(performance.now() - started)));
+    });
+  const idle: number[] = [];
+  const queued: number[] = [];
+  const direct: number[] = [];
+  const queue = new HashQueue({ concurrency: defaultHashConcurrency(), maxQueued: 1_000 });
+  for (let run = 0; run < runs; run++) {
+    idle.push(await lookupMs());
+    const viaQueue = Promise.all(Array.from({ length: burst }, (_, i) => queue.hash(`bench ${i}`, { deadline: Date.now() + 600_000 })));
+    await sleep(100);
+    queued.push(await lookupMs());
+    await viaQueue;
+    const straight = Promise.all(Array.from({ length: burst }, (_, i) => hashPassword(`bench ${i}`)));
+    await sleep(100);
+    direct.push(await lookupMs());
+    await straight;
+  }
+  return { burst, concurrency: defaultHashConcurrency(), idleMs: summarize(idle), queuedMs: summarize(queued), directMs: summarize(direct) };
 }
 
 // ---- table -----------------------------------------------------------------------------------
@@ -598,6 +631,11 @@ function table(results: Record<string, any>): string {
     lines.push(`| ratio | | ${i.ratio.toFixed(3)} ${i.met ? '(goal met)' : '(goal NOT met)'} |`);
     lines.push(`cores used during the import: ${formatCores(i.coresDuringImport)}; load average after: ${i.loadavgAfter.join(' ')}`);
   }
+  if (results.lookups) {
+    const d = results.lookups;
+    lines.push('', `6. DNS lookup (localhost, getaddrinfo) during a burst of ${d.burst} password hashes`);
+    lines.push('| | lookup ms |', '|---|---|', `| idle | ${fmt(d.idleMs, 1)} |`, `| hashes through the queue (${d.concurrency} at a time) | ${fmt(d.queuedMs, 1)} |`, `| hashes straight into argon2 (before the queue) | ${fmt(d.directMs, 0)} |`);
+  }
   lines.push('', `total ${results.meta.totalSeconds.toFixed(0)} s`);
   return lines.join('\n');
 }
@@ -654,6 +692,10 @@ async function main() {
     if (sections.has(5)) {
       log(`5. import of ${SIZES.importUsers} headless-lms users vs INSERT … SELECT through dblink`);
       results.import = await benchImport(stack, SIZES.importUsers);
+    }
+    if (sections.has(6)) {
+      log('6. DNS lookups during a hashing burst');
+      results.lookups = await benchLookups();
     }
   } finally {
     results.meta.machineAtEnd = machine();

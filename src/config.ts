@@ -37,6 +37,10 @@ const envSchema = z.object({
   SHUTDOWN_DRAIN: duration.default(3_000),
   /** Largest request body the API reads, in bytes; larger ones get 413. */
   MAX_BODY_BYTES: z.coerce.number().int().positive().default(64 * 1024),
+  /** Password hashes and verifications the API runs at once (src/hashing.ts); unset: libuv's pool size less two. */
+  HASH_CONCURRENCY: z.coerce.number().int().positive().optional(),
+  /** Hashes that may wait for a slot; beyond it, 503 with Retry-After. */
+  HASH_QUEUE_MAX: z.coerce.number().int().positive().default(64),
 
   DATABASE_URL: z.string().url().optional(),
   DATABASE_POOL_MAX: z.coerce.number().int().positive().default(10),
@@ -79,6 +83,12 @@ const envSchema = z.object({
   TMC_NOTIFY_INITIAL_INTERVAL: duration.default(1_000),
   TMC_NOTIFY_MAX_INTERVAL: duration.default(10 * 60_000),
   TMC_NOTIFY_RETRY_BUDGET: duration.default(7 * 24 * 3_600_000),
+  /** mooc.fi's GraphQL API, asked for a new TMC user's id as headless-lms does; unset or empty: off. */
+  MOOCFI_GRAPHQL_URL: z.string().url().optional(),
+  /** The longest the mooc.fi id lookup may take. */
+  MOOCFI_TIMEOUT: duration.default(2_000),
+  /** Creates one run of a TMC user's workflow takes before it continues as new (below Temporal's history.maxTotalUpdates). */
+  TMC_UPDATES_PER_RUN: z.coerce.number().int().min(2).default(1_000),
 
   /**
    * Until this instant (RFC 3339), a password that does not match in its NFC form is tried again
@@ -169,6 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     production: e.NODE_ENV === 'production',
     logLevel: e.LOG_LEVEL,
     http: { port: e.PORT, maxBodyBytes: e.MAX_BODY_BYTES, trustedProxyCount: e.TRUSTED_PROXY_COUNT, shutdownDrainMs: e.SHUTDOWN_DRAIN },
+    hashing: { concurrency: e.HASH_CONCURRENCY, maxQueued: e.HASH_QUEUE_MAX },
     rateLimit: { disabled: e.RATE_LIMIT_DISABLED, exemptTmc: e.RATE_LIMIT_EXEMPT_TMC },
     database: { url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, queryTimeoutMs: e.DATABASE_QUERY_TIMEOUT },
     temporal: {
@@ -190,6 +201,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       accessToken: e.TMC_ACCESS_TOKEN,
       ratelimitApiKey: e.RATELIMIT_PROTECTION_SAFE_API_KEY,
       timeoutMs: e.TMC_REQUEST_TIMEOUT,
+      updatesPerRun: e.TMC_UPDATES_PER_RUN,
       notifyRetry: {
         initialIntervalMs: e.TMC_NOTIFY_INITIAL_INTERVAL,
         maximumIntervalMs: e.TMC_NOTIFY_MAX_INTERVAL,
@@ -205,6 +217,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       revealExisting: e.SIGNUP_REVEAL_EXISTING,
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
+    moocfi: { graphqlUrl: e.MOOCFI_GRAPHQL_URL ?? '', accessToken: e.TMC_ACCESS_TOKEN, timeoutMs: e.MOOCFI_TIMEOUT },
     worker: { metricsPort: e.WORKER_METRICS_PORT, sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS, maxCachedWorkflows: e.WORKER_MAX_CACHED_WORKFLOWS, stickyQueueTimeoutMs: e.WORKER_STICKY_QUEUE_TIMEOUT },
   };
 }

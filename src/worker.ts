@@ -14,6 +14,7 @@ import { dataConverter, resolveKeys, type EncryptionKey } from './temporal/codec
 import { connectWorker } from './temporal/connection';
 import { ensureSearchAttributes } from './temporal/searchAttributes';
 import { requestIdActivityInterceptor } from './temporal/interceptors';
+import { MoocfiClient } from './moocfi';
 import { TmcClient } from './tmc';
 
 export interface WorkerDeps {
@@ -40,7 +41,7 @@ export async function createWorker({ config, db, log, connection, keys, workflow
     ...(config.worker.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: config.worker.maxCachedWorkflows } : {}),
     interceptors: { workflowModules: [workflowInterceptorsPath()], activity: [requestIdActivityInterceptor] },
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
-    activities: createActivities({ db, tmc, log, mailer, publicBaseUrl: config.signup.publicBaseUrl }),
+    activities: createActivities({ db, tmc, log, mailer, publicBaseUrl: config.signup.publicBaseUrl, moocfi: new MoocfiClient(config.moocfi, (reason) => log.warn({ reason }, 'mooc.fi id lookup failed; a new id is used')) }),
   });
   // The SMTP connection pool belongs to this worker: close it once the worker has stopped, or
   // its idle connections keep the SMTP server (and this process) waiting for their timeout.

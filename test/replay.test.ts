@@ -11,7 +11,8 @@
  * - headlessLmsImport-*.json: the first and the last run of an import that continued as new.
  * - test/histories/v1-*.json come from before LOCAL_INTERACTIVE_PATCH (tmcUserWorkflow) and
  *   LOCAL_CANDIDATE_PATCH (signupWorkflow), v2-signup-*.json from before LOCAL_MAIL_PATCH
- *   (signupWorkflow), v2-tmcUser-*.json from before RECONCILE_PATCH (tmcUserWorkflow); they must
+ *   (signupWorkflow), v2-tmcUser-*.json from before RECONCILE_PATCH and CONTINUE_AS_NEW_PATCH
+ *   (tmcUserWorkflow; both came in one release); they must
  *   keep replaying, through the unpatched paths, until those patches are deprecated.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -39,7 +40,7 @@ const confirm = (link: URL, fields: Record<string, string>) =>
   h.request('POST', '/api/v0/signups/verify', { body: { token: link.searchParams.get('token'), ...fields }, headers: { accept: 'application/json' } });
 
 beforeAll(async () => {
-  h = await startHarness({ env: { SIGNUP_RESEND_INTERVAL: '1s', PAYLOAD_ENCRYPTION_KEYS: FIXTURE_KEYS } });
+  h = await startHarness({ env: { SIGNUP_RESEND_INTERVAL: '1s', PAYLOAD_ENCRYPTION_KEYS: FIXTURE_KEYS, TMC_UPDATES_PER_RUN: '3' } });
 
   // tmcUserWorkflow: created and notified, with a concurrent second create and two failed notifications.
   h.tmc.addUser({ id: 9001 });
@@ -62,6 +63,17 @@ beforeAll(async () => {
   await h.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: 9003, password: 'never stored' });
   await h.client.workflow.getHandle(tmcUserWorkflowId(9003)).result();
   h.tmc.fetchStatus = undefined;
+
+  // tmcUserWorkflow: 4 creates while TMC refuses the notification; the run continues as new after
+  // its 3rd (TMC_UPDATES_PER_RUN) carrying the pending notification (CONTINUE_AS_NEW_PATCH).
+  h.tmc.addUser({ id: 9004 });
+  h.tmc.notifyStatus = 503;
+  const firstRun = await h.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: 9004, password: 'create 1' });
+  const firstRunId = (await h.client.workflow.getHandle(tmcUserWorkflowId(9004)).describe()).runId;
+  for (let i = 2; i <= 4; i++) await h.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: 9004, password: `create ${i}` });
+  expect(firstRun.status).toBe(200);
+  h.tmc.notifyStatus = undefined;
+  await h.client.workflow.getHandle(tmcUserWorkflowId(9004)).result();
 
   // signupWorkflow: resend, then verified.
   await h.request('POST', '/api/v0/signups', { body: { tenant: 'default', email: 'replay-active@example.org', display_name: 'R', password: 'password1' } });
@@ -130,6 +142,7 @@ beforeAll(async () => {
   for (const [name, workflowId, runId] of runs) {
     fresh.push({ name, json: historyToJSON(await h.client.workflow.getHandle(workflowId, runId).fetchHistory()) });
   }
+  fresh.push({ name: 'tmcUser-continued-as-new', json: historyToJSON(await h.client.workflow.getHandle(tmcUserWorkflowId(9004), firstRunId).fetchHistory()) });
   if (process.env.RECORD_HISTORIES === '1') {
     for (const { name, json } of fresh) writeFileSync(path.join(DIR, `${name}.json`), json + '\n');
   }
@@ -162,7 +175,7 @@ describe('workflow replay', () => {
   });
 
   it("replays this run's own histories", async () => {
-    expect(fresh).toHaveLength(9);
+    expect(fresh).toHaveLength(10);
     for (const { name, json } of fresh) {
       await expect(Worker.runReplayHistory(replayOptions(), historyFromJSON(JSON.parse(json)), name), name).resolves.toBeUndefined();
     }
@@ -185,7 +198,10 @@ describe('workflow replay', () => {
     expect(v2).toHaveLength(2);
     for (const file of v2) expect(markersIn(readFileSync(path.join(DIR, file), 'utf8')).filter((m) => m === 'core_patch')).toHaveLength(1);
     const failed = fresh.find((f) => f.name === 'tmcUser-fetch-failed')!.json;
-    expect(markersIn(failed).filter((m) => m === 'core_patch')).toHaveLength(2);
+    expect(markersIn(failed).filter((m) => m === 'core_patch')).toHaveLength(3);
+    // CONTINUE_AS_NEW_PATCH: a run that took its share of creates continued as new.
+    const continued = JSON.parse(fresh.find((f) => f.name === 'tmcUser-continued-as-new')!.json).events as Array<Record<string, any>>;
+    expect(continued.some((e) => e.eventType === 'EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW')).toBe(true);
     expect(scheduledIn(failed)).toEqual(['settleAbandonedAttempt']);
     const created = fresh.find((f) => f.name === 'tmcUser-created-notified')!.json;
     expect(created).toContain('EVENT_TYPE_MARKER_RECORDED'); // the patch marker and the local activity's

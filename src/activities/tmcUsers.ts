@@ -20,6 +20,7 @@ import {
   type User,
 } from '../db/users';
 import type { Logger } from '../logger';
+import { moocfiIdForNewUser, type MoocfiClient } from '../moocfi';
 import { TmcError, type TmcClient, type TmcUser } from '../tmc';
 import { ANSWER_MARGIN_MS, FailureType } from '../workflows/shared';
 import { mapFailures } from './failures';
@@ -29,7 +30,12 @@ export interface TmcUserActivityDeps {
   db: Db;
   tmc: TmcClient;
   log: Logger;
+  /** mooc.fi's id lookup for new users; without it (or when it is off) new users get a fresh UUID. */
+  moocfi?: MoocfiClient;
 }
+
+/** The least time a TMC fetch is given; with less left, the step gives up without calling TMC. */
+const MIN_TMC_BUDGET_MS = 1_000;
 
 /** The running activity's cancellation signal; outside an activity (tests, the bench), none. */
 function cancellation(): AbortSignal | undefined {
@@ -49,7 +55,7 @@ interface Attempt {
 
 const abandoned = (why: string) => ApplicationFailure.create({ type: FailureType.AttemptAbandoned, message: `attempt abandoned: ${why}`, nonRetryable: true });
 
-export function createTmcUserActivities({ db, tmc, log }: TmcUserActivityDeps) {
+export function createTmcUserActivities({ db, tmc, log, moocfi }: TmcUserActivityDeps) {
   /**
    * Runs `write` in one transaction that commits only if the attempt is still wanted: not
    * cancelled (checked last, just before the commit) and not fenced by the workflow.
@@ -68,9 +74,9 @@ export function createTmcUserActivities({ db, tmc, log }: TmcUserActivityDeps) {
   };
 
   /** One transaction: get or create the user, then upsert the hash. */
-  const createUser = async (tmcUser: TmcUser, passwordHash: string, fence?: Attempt): Promise<User> => {
+  const createUser = async (tmcUser: TmcUser, passwordHash: string, fence?: Attempt, preferredId?: string): Promise<User> => {
     const { user, created } = await guarded(fence, async (trx) => {
-      const result = await getOrCreateUserFromTmc(trx, tmcUser);
+      const result = await getOrCreateUserFromTmc(trx, tmcUser, preferredId);
       await upsertPasswordHash(trx, result.user.id, passwordHash);
       return result;
     });
@@ -101,6 +107,9 @@ export function createTmcUserActivities({ db, tmc, log }: TmcUserActivityDeps) {
     createUserFromTmc: mapFailures(
       async (input: { upstreamId: number; passwordHash: string; attempt?: string; answerBy?: number }): Promise<User> => {
         const budget = input.answerBy === undefined ? undefined : input.answerBy - Date.now() - ANSWER_MARGIN_MS;
+        // Too little time left to give TMC a fair chance (an earlier attempt used it up, e.g. on a
+        // database outage): say so, rather than blame TMC for a timeout it never had time for.
+        if (budget !== undefined && budget < MIN_TMC_BUDGET_MS) throw abandoned('no time left before the caller\'s deadline');
         let tmcUser: TmcUser;
         try {
           tmcUser = await tmc.getUser(input.upstreamId, { timeoutMs: budget === undefined ? undefined : Math.max(budget, 0), signal: cancellation() });
@@ -111,7 +120,10 @@ export function createTmcUserActivities({ db, tmc, log }: TmcUserActivityDeps) {
           throw err;
         }
         const fence = input.attempt === undefined ? undefined : { upstreamId: input.upstreamId, attempt: input.attempt };
-        return createUser(tmcUser, input.passwordHash, fence);
+        // A new user gets mooc.fi's id for them, if mooc.fi answers in the time that is left.
+        const left = input.answerBy === undefined ? undefined : Math.max(0, input.answerBy - Date.now() - ANSWER_MARGIN_MS);
+        const preferredId = await moocfiIdForNewUser(db, moocfi, tmcUser, { timeoutMs: left, signal: cancellation() });
+        return createUser(tmcUser, input.passwordHash, fence, preferredId);
       },
     ),
 

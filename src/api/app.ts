@@ -10,6 +10,7 @@ import type { Config } from '../config';
 import { stuckQuery, type Db } from '../db';
 import type { Logger } from '../logger';
 import type { TmcClient } from '../tmc';
+import { defaultHashConcurrency, HashQueue } from '../hashing';
 import { httpDuration, httpRequests, registry } from '../metrics';
 import { REQUEST_ID_HEADER, withRequestId } from '../requestContext';
 import { ApiError, errorBody, errorHandler } from './errors';
@@ -48,6 +49,14 @@ function requestContext(log: Logger) {
     const incoming = [ctx.get('x-request-id'), ctx.get(REQUEST_ID_HEADER)].find((id) => REQUEST_ID.test(id));
     const requestId = incoming ?? randomUUID();
     ctx.state.requestId = requestId;
+    // Deadlines count from here (src/hashing.ts, the TMC routes), and work for a caller that has
+    // closed its connection before its answer is dropped.
+    ctx.state.arrivedAt = Date.now();
+    const callerGone = new AbortController();
+    ctx.res.once('close', () => {
+      if (!ctx.res.writableFinished) callerGone.abort();
+    });
+    ctx.state.callerGone = callerGone.signal;
     ctx.set('X-Request-Id', requestId);
     ctx.set(REQUEST_ID_HEADER, requestId);
     const started = process.hrtime.bigint();
@@ -114,8 +123,10 @@ export function createApp(deps: AppDeps): Koa {
     ctx.body = await registry.metrics();
   });
 
-  const tmcServer = tmcServerRoutes(deps);
-  const signups = signupRoutes(deps);
+  // One queue for every password hash and verification this app runs (src/hashing.ts).
+  const hashes = new HashQueue({ concurrency: deps.config.hashing.concurrency ?? defaultHashConcurrency(), maxQueued: deps.config.hashing.maxQueued });
+  const tmcServer = tmcServerRoutes({ ...deps, hashes });
+  const signups = signupRoutes({ ...deps, hashes });
   // The codec endpoints exist only when a token guards them.
   const codec = deps.config.codec.authToken
     ? [codecRoutes({ codec: deps.codec, authToken: deps.config.codec.authToken, corsOrigins: deps.config.codec.corsOrigins })]

@@ -7,6 +7,7 @@ import type { Context, Next } from 'koa';
 import { ActivityFailure, ApplicationFailure, TimeoutFailure, WorkflowUpdateFailedError } from '@temporalio/client';
 import { isDbUnavailable } from '../db';
 import type { Logger } from '../logger';
+import { HashQueueBusy } from '../hashing';
 import { isTemporalUnavailable } from '../temporal/client';
 import { FailureType } from '../workflows/shared';
 
@@ -88,6 +89,7 @@ export function toApiError(err: unknown): ApiError {
     if (cause instanceof TimeoutFailure) return new ApiError(503, 'The operation did not finish in time; nothing was changed.');
     return new ApiError(500, 'The operation failed.');
   }
+  if (err instanceof HashQueueBusy) return new ApiError(503, 'The service is busy checking passwords; try again shortly.');
   if (isDbUnavailable(err)) return new ApiError(503, 'The database is unavailable.');
   if (isTemporalUnavailable(err)) return new ApiError(503, 'The workflow service is unavailable.');
   return new ApiError(500, 'Internal server error.');
@@ -116,6 +118,7 @@ export function errorHandler(log: Logger) {
       }
       ctx.status = apiError.status;
       ctx.body = errorBody(apiError.status, apiError.message, apiError.data);
+      if (err instanceof HashQueueBusy) ctx.set('Retry-After', String(err.retryAfterSeconds));
     }
     if (ctx.status === 503 && !ctx.response.get('Retry-After')) ctx.set('Retry-After', String(RETRY_AFTER_SECONDS));
   };

@@ -36,7 +36,8 @@ import {
   type SignupRow,
   type Tenant,
 } from '../db/signups';
-import { dummyVerify, hashPassword, MAX_PASSWORD_BYTES, passwordTooLong, verifyPassword } from '../passwords';
+import type { HashQueue } from '../hashing';
+import { MAX_PASSWORD_BYTES, passwordTooLong } from '../passwords';
 import { notifyExistingAccount, restartVerifiedSignup, resumeSignup, signalEmailVerified, startSignup, type SignupStart } from '../temporal/starters';
 import type { Logger } from '../logger';
 import { answerWithin } from './deadline';
@@ -49,6 +50,8 @@ export interface SignupDeps {
   db: Db;
   temporal: Client;
   log: Logger;
+  /** Where argon2 work runs (src/hashing.ts). */
+  hashes: HashQueue;
 }
 
 /**
@@ -169,7 +172,7 @@ function pagesForErrors(log: Logger) {
   };
 }
 
-export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router {
+export function signupRoutes({ config, db, temporal, log, hashes }: SignupDeps): Router {
   const queue = config.temporal.taskQueue;
   const startOf = (s: SignupRow, tenant: Pick<Tenant, 'id' | 'identifier'>, requestId?: string): SignupStart => ({
     signupId: s.id,
@@ -200,7 +203,8 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
 
     // 2. Hash first, whatever follows: the hash is most of the answer's time, and an address
     //    with an account must not answer sooner than one without.
-    const passwordHash = await hashPassword(body.password);
+    //    A hash that cannot be done before the answer is due is not started (503 instead).
+    const passwordHash = await hashes.hash(body.password, { deadline: ctx.state.deadline - 500, signal: ctx.state.callerGone });
 
     // 3. An active account is never touched: it gets a notice, the caller the usual answer.
     const identifier = identifierOf(body.email);
@@ -314,11 +318,12 @@ export function signupRoutes({ config, db, temporal, log }: SignupDeps): Router 
     // 1. The password the account will have: the attempt's, if it matches, or the new one.
     let chosenHash: string;
     if (body.password !== undefined) {
-      const matches = found.passwordHash ? await verifyPassword(found.passwordHash, body.password) : await dummyVerify(body.password);
+      const job = { deadline: ctx.state.deadline - 500, signal: ctx.state.callerGone };
+      const matches = found.passwordHash ? await hashes.verify(found.passwordHash, body.password, job) : await hashes.dummyVerify(body.password, job);
       if (!matches) return answer(ctx, pages.wrongPassword(body.token), errorBody(403, WRONG_PASSWORD));
       chosenHash = found.passwordHash!;
     } else {
-      chosenHash = await hashPassword(body.new_password!);
+      chosenHash = await hashes.hash(body.new_password!, { deadline: ctx.state.deadline - 500, signal: ctx.state.callerGone });
     }
 
     // 2. Claim the token with that password, so a resend racing with this cannot void it.

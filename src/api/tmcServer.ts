@@ -17,8 +17,10 @@ import type { Config } from '../config';
 import type { Db } from '../db';
 import { findLoginHash, getOrCreateUserFromTmc, replacePasswordHashIf, upsertPasswordHash, upstreamStatus, userExists } from '../db/users';
 import type { Logger } from '../logger';
-import { dummyVerify, hashPassword, verifyPasswordCompat } from '../passwords';
+import type { HashJobOptions, HashQueue } from '../hashing';
+import { verifyPasswordCompat } from '../passwords';
 import { createTmcUser, INTERACTIVE_DEADLINE_MS } from '../temporal/starters';
+import { MoocfiClient, moocfiIdForNewUser } from '../moocfi';
 import { TmcError, type TmcClient } from '../tmc';
 import { ANSWER_MARGIN_MS } from '../workflows/shared';
 import { passwordRehashes, usersCreated } from '../metrics';
@@ -33,7 +35,19 @@ export interface TmcServerDeps {
   temporal: Client;
   tmc: TmcClient;
   log: Logger;
+  /** Where argon2 work runs (src/hashing.ts). */
+  hashes: HashQueue;
 }
+
+/**
+ * Time a create keeps after hashing for the workflow (the commit; for a new user also TMC's user
+ * fetch). A hash that cannot be done before `deadline - CREATE_WORKFLOW_RESERVE_MS` is not
+ * started: 503 instead.
+ */
+const CREATE_WORKFLOW_RESERVE_MS = 1_000;
+
+/** When the caller's answer is due: TMC gives up after 10 s, so 8 s after arrival. */
+const deadlineOf = (ctx: Context): number => (ctx.state.arrivedAt ?? Date.now()) + INTERACTIVE_DEADLINE_MS;
 
 /**
  * headless-lms puts no length cap on TMC's passwords, so neither does this service: a user who set
@@ -56,7 +70,8 @@ export const upstreamIdParam = z
   .transform(Number)
   .pipe(int32);
 
-export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDeps): Router {
+export function tmcServerRoutes({ config, db, temporal, tmc, log, hashes }: TmcServerDeps): Router {
+  const moocfi = new MoocfiClient(config.moocfi, (reason) => log.warn({ reason }, 'mooc.fi id lookup failed; a new id is used'));
   // Failed authenticates per user (README, "Rate limits"); off with the other limits.
   const failures = config.rateLimit.disabled ? undefined : authenticateFailures({ db, log });
 
@@ -67,14 +82,15 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    * older parameters is re-stored as the current hash of the NFC form (compare-and-swap, so a
    * concurrent password change wins); a failed re-store is logged and does not change the answer.
    */
-  async function verifyLogin(userId: string, plain: string, { upgrade }: { upgrade: boolean }): Promise<boolean> {
+  async function verifyLogin(userId: string, plain: string, { upgrade, job }: { upgrade: boolean; job: HashJobOptions }): Promise<boolean> {
     const hash = await findLoginHash(db, userId);
-    if (hash === undefined) return dummyVerify(plain);
-    const result = await verifyPasswordCompat(hash, plain, { rawFallbackUntil: config.passwords.rawFallbackUntil });
+    if (hash === undefined) return hashes.dummyVerify(plain, job);
+    // Both of the compatible verification's tries (NFC, then the raw bytes) in one queue slot.
+    const result = await hashes.run(() => verifyPasswordCompat(hash, plain, { rawFallbackUntil: config.passwords.rawFallbackUntil }), job);
     if (!result.ok) return false;
     if (upgrade && result.rehash) {
       try {
-        if (await replacePasswordHashIf(db, userId, hash, await hashPassword(plain))) passwordRehashes.inc({ reason: result.rehash });
+        if (await replacePasswordHashIf(db, userId, hash, await hashes.hash(plain, job))) passwordRehashes.inc({ reason: result.rehash });
       } catch (err) {
         log.warn({ err: (err as Error).message, userId, reason: result.rehash }, 'could not re-store a verified password hash');
       }
@@ -90,13 +106,13 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    */
   async function createUser(ctx: Context) {
     // TMC gives up after 10 s; whatever happens, it gets an answer within 8 s of arrival.
-    const deadline = Date.now() + INTERACTIVE_DEADLINE_MS;
+    const deadline = deadlineOf(ctx);
     const body = parse(createUserRequest, jsonBody(ctx));
-    const passwordHash = await hashPassword(body.password);
+    const passwordHash = await hashes.hash(body.password, { deadline: deadline - CREATE_WORKFLOW_RESERVE_MS, signal: ctx.state.callerGone });
     ctx.body = await createTmcUser(
       temporal,
       config.temporal.taskQueue,
-      { upstreamId: body.upstream_id, passwordHash, notifyRetry: config.tmc.notifyRetry, requestId: ctx.state.requestId },
+      { upstreamId: body.upstream_id, passwordHash, notifyRetry: config.tmc.notifyRetry, maxUpdatesPerRun: config.tmc.updatesPerRun, requestId: ctx.state.requestId },
       deadline,
     );
   }
@@ -113,7 +129,8 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    */
   async function authenticate(ctx: Context) {
     const body = parse(loginRequest, jsonBody(ctx));
-    const verify = () => verifyLogin(body.user_id, body.password, { upgrade: true });
+    const job = { deadline: deadlineOf(ctx), signal: ctx.state.callerGone };
+    const verify = () => verifyLogin(body.user_id, body.password, { upgrade: true, job });
     const ok = failures ? await failures.guard(ctx, body.user_id, verify) : await verify();
     if (ok !== undefined) ctx.body = ok;
   }
@@ -127,9 +144,10 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    */
   async function changePassword(ctx: Context) {
     const body = parse(changePasswordRequest, jsonBody(ctx));
+    const job = { deadline: deadlineOf(ctx) - 500, signal: ctx.state.callerGone };
     if (typeof body.old_password === 'string') {
       // No upgrade: the hash is replaced just below anyway.
-      if (!(await verifyLogin(body.user_id, body.old_password, { upgrade: false }))) {
+      if (!(await verifyLogin(body.user_id, body.old_password, { upgrade: false, job }))) {
         ctx.body = false;
         return;
       }
@@ -137,7 +155,7 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
       ctx.body = false;
       return;
     }
-    const newHash = await hashPassword(body.new_password);
+    const newHash = await hashes.hash(body.new_password, job);
     try {
       await upsertPasswordHash(db, body.user_id, newHash);
       ctx.body = true;
@@ -154,7 +172,7 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
    * Returns the `User` for a TMC id, creating it from TMC's data, without a password, if missing.
    */
   async function userByUpstreamId(ctx: Context) {
-    const deadline = Date.now() + INTERACTIVE_DEADLINE_MS;
+    const deadline = deadlineOf(ctx);
     const upstreamId = parse(upstreamIdParam, ctx.params.id, 'upstream id');
     let tmcUser;
     try {
@@ -163,8 +181,10 @@ export function tmcServerRoutes({ config, db, temporal, tmc, log }: TmcServerDep
     } catch (err) {
       throw tmcFailure(err);
     }
+    // A new user gets mooc.fi's id for them, if mooc.fi answers in the time that is left.
+    const preferredId = await moocfiIdForNewUser(db, moocfi, tmcUser, { timeoutMs: deadline - Date.now() - ANSWER_MARGIN_MS, signal: ctx.state.callerGone });
     // A transaction, so the user and its details are written together or not at all.
-    const { user, created } = await db.transaction((trx) => getOrCreateUserFromTmc(trx, tmcUser));
+    const { user, created } = await db.transaction((trx) => getOrCreateUserFromTmc(trx, tmcUser, preferredId));
     if (created) usersCreated.inc();
     ctx.body = user;
   }

@@ -55,6 +55,8 @@ export interface DevServerOptions {
   onLog?: (line: string) => void;
   /** Search attributes registered at start (`Name=Type`); default DEV_SEARCH_ATTRIBUTES. `[]`: a server like an existing cluster without them. */
   searchAttributes?: string[];
+  /** Extra dynamic config, e.g. `{ 'history.maxTotalUpdates': 20 }` to test a limit in seconds. */
+  dynamicConfig?: Record<string, string | number | boolean>;
 }
 
 export interface RunningDevServer {
@@ -90,6 +92,7 @@ export async function startTemporalDevServer(options: DevServerOptions = {}): Pr
     '--dynamic-config-value', 'matching.numTaskqueueReadPartitions=1',
     '--dynamic-config-value', 'matching.numTaskqueueWritePartitions=1',
     ...(options.searchAttributes ?? DEV_SEARCH_ATTRIBUTES).flatMap((sa) => ['--search-attribute', sa]),
+    ...Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${JSON.stringify(value)}`]),
   ];
   if (options.dbFilename) args.push('--db-filename', options.dbFilename);
   if (options.uiPort !== undefined) {

@@ -25,7 +25,7 @@ export const INTERACTIVE_DEADLINE_MS = 8_000;
 export async function createTmcUser(
   client: Client,
   taskQueue: string,
-  input: { upstreamId: number; passwordHash: string; notifyRetry: RetryBudget; requestId?: string },
+  input: { upstreamId: number; passwordHash: string; notifyRetry: RetryBudget; maxUpdatesPerRun?: number; requestId?: string },
   /** When the caller's answer is due (ms since the epoch); by default 8 s from now. */
   deadline = Date.now() + INTERACTIVE_DEADLINE_MS,
 ): Promise<CreateUserResponse> {
@@ -34,7 +34,7 @@ export async function createTmcUser(
       workflowId: tmcUserWorkflowId(input.upstreamId),
       taskQueue,
       workflowIdConflictPolicy: 'USE_EXISTING',
-      args: [{ upstreamId: input.upstreamId, notifyRetry: input.notifyRetry }],
+      args: [{ upstreamId: input.upstreamId, notifyRetry: input.notifyRetry, maxUpdatesPerRun: input.maxUpdatesPerRun }],
       staticSummary: `TMC user ${input.upstreamId}`,
       memo: input.requestId ? { requestId: input.requestId } : undefined,
     });
@@ -48,8 +48,10 @@ export async function createTmcUser(
     } catch (err) {
       if (err instanceof TemporalUnavailableError) throw err;
       if (attempt < 3 && isRunClosingRace(err)) continue;
-      // Too many creates for this user in flight at once: try again shortly, within the deadline.
-      if (isResourceExhausted(err) && deadline - Date.now() > 300) {
+      // Too many creates for this user in flight at once, or the run reached the server's cap on
+      // updates (it continues as new once its accepted creates are done): try again shortly,
+      // within the deadline; the retry lands on the new run.
+      if ((isResourceExhausted(err) || isUpdateCapReached(err)) && deadline - Date.now() > 300) {
         await new Promise((r) => setTimeout(r, 100 + Math.floor(Math.random() * 150)));
         continue;
       }
@@ -89,6 +91,14 @@ function aborted(signal: AbortSignal): Promise<never> {
 function isResourceExhausted(err: unknown): boolean {
   for (let e: unknown = err; e instanceof Error; e = (e as { cause?: unknown }).cause) {
     if ((e as { code?: unknown }).code === 8 || /RESOURCE_EXHAUSTED|in-flight updates|too many/i.test(e.message)) return true;
+  }
+  return false;
+}
+
+/** history.maxTotalUpdates: "The limit on the total number of distinct updates in this workflow has been reached". */
+function isUpdateCapReached(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = (e as { cause?: unknown }).cause) {
+    if (/limit on the total number of distinct updates/i.test(e.message)) return true;
   }
   return false;
 }

@@ -13,10 +13,28 @@ export interface RetryBudget {
   budgetMs: number;
 }
 
+/** Updates one run takes before it continues as new: well below Temporal's default cap of 2 000. */
+export const DEFAULT_MAX_UPDATES_PER_RUN = 1_000;
+
+/** The notification's state, carried into the next run: still to do, or how it ended. */
+export type CarriedNotification = 'pending' | 'delivered' | 'tmc_user_not_found';
+
 export interface TmcUserWorkflowInput {
   upstreamId: number;
   /** Retry policy for the TMC notification, fixed when the run starts. */
   notifyRetry: RetryBudget;
+  /**
+   * Updates (creates) a run takes before it continues as new; below the server's
+   * `history.maxTotalUpdates`. Default DEFAULT_MAX_UPDATES_PER_RUN.
+   */
+  maxUpdatesPerRun?: number;
+  /** Set by continue-as-new: the user the earlier run created and its notification's state. */
+  carried?: {
+    user: User;
+    notification: CarriedNotification;
+    /** When the notification's retry budget ends, in ms since the epoch (workflow time). */
+    notifyBy?: number;
+  };
 }
 
 export interface CreateUserResponse {

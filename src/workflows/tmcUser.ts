@@ -18,12 +18,21 @@ import {
   patched,
   proxyActivities,
   proxyLocalActivities,
+  continueAsNew,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { User } from '../db/users';
-import { FailureType, setPasswordUpdate, type CreateUserResponse, type TmcUserWorkflowInput, type TmcUserWorkflowResult } from './shared';
+import {
+  DEFAULT_MAX_UPDATES_PER_RUN,
+  FailureType,
+  setPasswordUpdate,
+  type CarriedNotification,
+  type CreateUserResponse,
+  type TmcUserWorkflowInput,
+  type TmcUserWorkflowResult,
+} from './shared';
 
 /**
  * Versioning. Runs started before this patch fetched the TMC user and wrote the row as two
@@ -62,11 +71,17 @@ const settle = proxyActivities<Activities>({ startToCloseTimeout: '10s', retry: 
  */
 export const RECONCILE_PATCH = 'reconcile-abandoned-attempts';
 
+/**
+ * Versioning. Patched runs continue as new before Temporal's per-run limits (see the workflow),
+ * carrying the user and the notification's state; runs started before it never do.
+ */
+export const CONTINUE_AS_NEW_PATCH = 'continue-as-new-before-limits';
+
 /** How long creates must be quiet before a run ends. */
 const LINGER_MS = 2_000;
 
 export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcUserWorkflowResult> {
-  let user: User | undefined;
+  let user: User | undefined = input.carried?.user;
 
   // Updates are applied in the order they were accepted. Those that queue up while a write is
   // in flight are coalesced: only the newest hash is written, and all of them are answered once
@@ -122,39 +137,74 @@ export async function tmcUserWorkflow(input: TmcUserWorkflowInput): Promise<TmcU
     return answer;
   });
 
-  await condition(idle);
-  if (user === undefined) return { outcome: 'not_created' };
-
-  const notifyRetry = {
-    scheduleToCloseTimeout: input.notifyRetry.budgetMs,
-    retry: { initialInterval: input.notifyRetry.initialIntervalMs, backoffCoefficient: 2, maximumInterval: input.notifyRetry.maximumIntervalMs },
+  // Runs that may continue as new (CONTINUE_AS_NEW_PATCH) do so before Temporal's limits per
+  // run: its cap on updates (history.maxTotalUpdates, 2 000 by default; TMC calls create on every
+  // login, and a run stays open while TMC refuses the notification), or when the server suggests
+  // it (history size or event count). Decided once per run, at its start.
+  const mayContinue = patched(CONTINUE_AS_NEW_PATCH);
+  const maxUpdates = input.maxUpdatesPerRun ?? DEFAULT_MAX_UPDATES_PER_RUN;
+  const nearLimit = () => mayContinue && (updatesSeen >= maxUpdates || workflowInfo().continueAsNewSuggested);
+  /** Continues as new once every accepted create is answered, carrying the user and what is left to do. */
+  const continueWith = async (notification: CarriedNotification, notifyBy: number | undefined): Promise<never> => {
+    await condition(idle);
+    return continueAsNew<typeof tmcUserWorkflow>({ upstreamId: input.upstreamId, notifyRetry: input.notifyRetry, maxUpdatesPerRun: input.maxUpdatesPerRun, carried: { user: user!, notification, notifyBy } });
   };
-  const { tellTmcPasswordManagedHere, notifyPasswordManagedHere } = proxyActivities<Activities>({
-    startToCloseTimeout: '30s',
-    ...notifyRetry,
-    retry: { ...notifyRetry.retry, nonRetryableErrorTypes: [FailureType.TmcUserNotFound] },
-  });
-  const { recordTmcNotification } = proxyActivities<Activities>({ startToCloseTimeout: '10s', ...notifyRetry });
+
+  if (input.carried === undefined) {
+    await condition(idle);
+    if (user === undefined) return { outcome: 'not_created' };
+  }
+  if (user === undefined) throw ApplicationFailure.nonRetryable('a continued run carries no user');
+
   const v2 = patched(LOCAL_INTERACTIVE_PATCH);
   let notification: 'delivered' | 'tmc_user_not_found' = 'delivered';
-  try {
-    if (v2) await tellTmcPasswordManagedHere({ upstreamId: input.upstreamId, userId: user.id });
-    else await notifyPasswordManagedHere({ upstreamId: input.upstreamId, userId: user.id });
-  } catch (err) {
-    if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.type === FailureType.TmcUserNotFound) {
-      notification = 'tmc_user_not_found';
-    } else {
-      throw err;
+  if (input.carried === undefined || input.carried.notification === 'pending') {
+    // The notification's retry budget counts from the first run's notification, not per run.
+    const notifyBy = input.carried?.notifyBy ?? (mayContinue ? Date.now() + input.notifyRetry.budgetMs : undefined);
+    const notifyRetry = {
+      scheduleToCloseTimeout: notifyBy === undefined ? input.notifyRetry.budgetMs : Math.max(notifyBy - Date.now(), 1_000),
+      retry: { initialInterval: input.notifyRetry.initialIntervalMs, backoffCoefficient: 2, maximumInterval: input.notifyRetry.maximumIntervalMs },
+    };
+    const { tellTmcPasswordManagedHere, notifyPasswordManagedHere } = proxyActivities<Activities>({
+      startToCloseTimeout: '30s',
+      ...notifyRetry,
+      retry: { ...notifyRetry.retry, nonRetryableErrorTypes: [FailureType.TmcUserNotFound] },
+    });
+    const { recordTmcNotification } = proxyActivities<Activities>({ startToCloseTimeout: '10s', ...notifyRetry });
+    const told = v2 ? tellTmcPasswordManagedHere({ upstreamId: input.upstreamId, userId: user.id }) : notifyPasswordManagedHere({ upstreamId: input.upstreamId, userId: user.id });
+    try {
+      if (mayContinue) {
+        // While TMC is being told (for days, if TMC refuses), creates keep coming: continue as
+        // new before the limit, and tell TMC again from the new run (it takes repeats).
+        const outcome = await Promise.race([told.then(() => 'told' as const), condition(nearLimit).then(() => 'limit' as const)]);
+        if (outcome === 'limit') return await continueWith('pending', notifyBy);
+      } else {
+        await told;
+      }
+    } catch (err) {
+      if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.type === FailureType.TmcUserNotFound) {
+        notification = 'tmc_user_not_found';
+      } else {
+        throw err;
+      }
     }
+    if (v2) await recordTmcNotification({ upstreamId: input.upstreamId, userId: user.id, outcome: notification });
+  } else {
+    notification = input.carried.notification;
   }
-  if (v2) await recordTmcNotification({ upstreamId: input.upstreamId, userId: user.id, outcome: notification });
 
   // Linger until creates have been quiet for a moment, so a burst of them (TMC calls create
   // on every login, sometimes in parallel) joins this run instead of starting another one
   // that would notify TMC again.
   for (;;) {
     const seen = updatesSeen;
-    if (await condition(() => updatesSeen !== seen, LINGER_MS)) continue;
+    if (mayContinue) {
+      const quiet = await condition(() => updatesSeen !== seen || nearLimit(), LINGER_MS);
+      if (nearLimit()) return await continueWith(notification, undefined);
+      if (quiet) continue;
+    } else if (await condition(() => updatesSeen !== seen, LINGER_MS)) {
+      continue;
+    }
     await condition(idle);
     if (updatesSeen === seen) break;
   }

@@ -35,6 +35,8 @@ export class FakeTmc {
   holdNotifications: Promise<void> | undefined;
   /** When set, the user fetch answers with this status instead of the user. */
   fetchStatus: number | undefined;
+  /** When true, every answer closes its connection, so each call opens a new one (and resolves TMC's host name). */
+  closeConnections = false;
   /** When set, the user fetch waits this long before it answers (a slow TMC). */
   fetchDelayMs: number | undefined;
   private server: Server;
@@ -123,7 +125,7 @@ export class FakeTmc {
     const send = (status: number, body: unknown) => {
       if (record.abandoned) return;
       record.answered = status;
-      res.writeHead(status, { 'content-type': 'application/json' });
+      res.writeHead(status, { 'content-type': 'application/json', ...(this.closeConnections ? { connection: 'close' } : {}) });
       res.end(JSON.stringify(body));
     };
 
