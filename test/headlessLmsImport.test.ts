@@ -191,9 +191,16 @@ describe('npm run import:headless-lms', () => {
       await c.query(`UPDATE user_details SET email = 'nora@moved.org' WHERE user_id = $1`, [users.nfc.id]);
       await c.query(`UPDATE user_passwords SET password_hash = $2, updated_at = now() WHERE user_id = $1`, [users.long.id, H.legacy.hash]);
     });
+    // The dry run predicts exactly what the import then does.
+    const before = await snapshot();
+    const dry = await cli('--source', sourceUrl, '--dry-run');
+    expect(await snapshot()).toBe(before);
+    console.log(`dry run with changes and conflicts:\n${dry.stdout}`);
     const run = await cli('--source', sourceUrl);
     expect(run.code, run.stderr).toBe(0);
     expect(run.report).toEqual({ imported: 1, updated: 2, unchanged: LIVE - 3, skipped: 1, conflicts: 2 });
+    expect(dry.report).toEqual(run.report);
+    expect(dry.stdout.split('\n').filter((l) => l.includes('conflict:'))).toEqual(run.stdout.split('\n').filter((l) => l.includes('conflict:')));
     expect(run.stdout).toMatch(new RegExp(`conflict: [0-9a-f-]{36}: upstream_id 9200 already belongs to user ${localId} here; not imported`));
     expect(run.stdout).toContain(`conflict: ${users.noUpstream.id}: user ${users.noUpstream.id} was deleted here; not imported`);
     expect(await h.db('users').where({ id: users.noUpstream.id }).first('deleted_at')).not.toEqual({ deleted_at: null });
