@@ -10,7 +10,9 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { runImport } from '../src/cli/importHeadlessLms';
-import { openSource } from '../src/db/headlessLms';
+import type { Writable } from 'node:stream';
+import { copySourceBatch, openSource } from '../src/db/headlessLms';
+import { applyImportBatch, createImportRun } from '../src/db/importedUsers';
 import { freePort } from '../src/dev/ports';
 import { PROJECT_ROOT } from '../src/dev/temporalServer';
 import { DEV_KEY_FILE } from '../src/temporal/codec';
@@ -174,10 +176,11 @@ describe('npm run import:headless-lms', () => {
     expect(await storedHash(users.legacy.id)).toBe(upgraded);
   }, 90_000);
 
-  it('takes newer rows from the source and reports a conflict without writing it', async () => {
-    // Here, a user TMC created after the first import, holding upstream id 9200.
+  it('takes newer rows from the source and reports conflicts without writing them', async () => {
+    // Here, a user TMC created after the first import, holding upstream id 9200, and an imported user deleted here since.
     const localId = randomUUID();
     await h.db('users').insert({ id: localId, upstream_id: 9200, email_domain: 'here.org' });
+    await h.db('users').where({ id: users.noUpstream.id }).update({ deleted_at: new Date() });
     const newer = randomUUID();
     await insertSourceUsers(sourceUrl, [
       { id: randomUUID(), upstreamId: 9200, email: 'clash@example.org', password: { hash: H.nfc.hash } },
@@ -188,10 +191,19 @@ describe('npm run import:headless-lms', () => {
       await c.query(`UPDATE user_details SET email = 'nora@moved.org' WHERE user_id = $1`, [users.nfc.id]);
       await c.query(`UPDATE user_passwords SET password_hash = $2, updated_at = now() WHERE user_id = $1`, [users.long.id, H.legacy.hash]);
     });
+    // The dry run predicts exactly what the import then does.
+    const before = await snapshot();
+    const dry = await cli('--source', sourceUrl, '--dry-run');
+    expect(await snapshot()).toBe(before);
+    console.log(`dry run with changes and conflicts:\n${dry.stdout}`);
     const run = await cli('--source', sourceUrl);
     expect(run.code, run.stderr).toBe(0);
-    expect(run.report).toEqual({ imported: 1, updated: 2, unchanged: LIVE - 2, skipped: 1, conflicts: 1 });
+    expect(run.report).toEqual({ imported: 1, updated: 2, unchanged: LIVE - 3, skipped: 1, conflicts: 2 });
+    expect(dry.report).toEqual(run.report);
+    expect(dry.stdout.split('\n').filter((l) => l.includes('conflict:'))).toEqual(run.stdout.split('\n').filter((l) => l.includes('conflict:')));
     expect(run.stdout).toMatch(new RegExp(`conflict: [0-9a-f-]{36}: upstream_id 9200 already belongs to user ${localId} here; not imported`));
+    expect(run.stdout).toContain(`conflict: ${users.noUpstream.id}: user ${users.noUpstream.id} was deleted here; not imported`);
+    expect(await h.db('users').where({ id: users.noUpstream.id }).first('deleted_at')).not.toEqual({ deleted_at: null });
     expect(run.stdout).not.toContain('clash@example.org');
     expect(await h.db('users').where({ upstream_id: 9200 }).select('id')).toEqual([{ id: localId }]);
     expect(await h.db('user_details').where({ user_id: users.nfc.id }).first('email')).toEqual({ email: 'nora@moved.org' });
@@ -234,6 +246,28 @@ describe('npm run import:headless-lms', () => {
   }, 60_000);
 });
 
+describe('a batch retried after its commit (its acknowledgement lost)', () => {
+  it('returns the counts recorded with the commit, and writes nothing twice', async () => {
+    const src = await createHeadlessLmsSource(inject('postgresAdminUrl'), dbName());
+    await generateSourceUsers(src, 30, { firstUpstreamId: 300_000, hash: H.nfc.hash, deletedEvery: 10 });
+    const importId = randomUUID();
+    await createImportRun(h.db, importId, src);
+    const source = openSource(src);
+    try {
+      const load = (into: Writable) => copySourceBatch(source, null, 100, into);
+      const first = await applyImportBatch(h.db, importId, 0, load);
+      expect(first).toMatchObject({ rows: 30, imported: 27, skipped: 3, unchanged: 0 });
+      const retried = await applyImportBatch(h.db, importId, 0, load);
+      expect(retried).toEqual(first);
+      // A new batch number over the same rows is a re-import: everything unchanged.
+      expect(await applyImportBatch(h.db, importId, 1, load)).toMatchObject({ rows: 30, imported: 0, unchanged: 27, skipped: 3 });
+      expect(await h.db('users').whereBetween('upstream_id', [300_000, 300_029]).count<{ count: string }[]>('* as count')).toEqual([{ count: '27' }]);
+    } finally {
+      await source.destroy();
+    }
+  });
+});
+
 describe('an import whose worker is SIGKILLed halfway', () => {
   let worker: ChildProcess | undefined;
   afterAll(() => {
@@ -270,9 +304,9 @@ describe('an import whose worker is SIGKILLed halfway', () => {
     await h.startWorker();
     const report: ImportReport = await reportPromise;
     expect(report).toMatchObject({ rows: N, total: N, imported: N - N / 10, skipped: N / 10, updated: 0, unchanged: 0, conflicts: 0, batches: 61 });
-    const imported = await h.db('users').where('upstream_id', '>=', 100_000).count<{ count: string }[]>('* as count');
+    const imported = await h.db('users').whereBetween('upstream_id', [100_000, 100_000 + N - 1]).count<{ count: string }[]>('* as count');
     expect(imported).toEqual([{ count: String(N - N / 10) }]);
-    const passwords = await h.db('user_passwords as p').join('users as u', 'u.id', 'p.user_id').where('u.upstream_id', '>=', 100_000).count<{ count: string }[]>('* as count');
+    const passwords = await h.db('user_passwords as p').join('users as u', 'u.id', 'p.user_id').whereBetween('u.upstream_id', [100_000, 100_000 + N - 1]).count<{ count: string }[]>('* as count');
     expect(passwords).toEqual([{ count: String(N - N / 10) }]);
     // 61 batches at 7 a run: the chain continued as new eight times before it completed.
     const handle = h.client.workflow.getHandle(HEADLESS_LMS_IMPORT_WORKFLOW_ID);

@@ -56,8 +56,16 @@ export function createHeadlessLmsImportActivities({ db, log }: HeadlessLmsImport
       const recorded = await recordedBatch(db, input.importId, input.batchNo);
       if (recorded) return recorded;
       const { source } = await sourceFor(input.importId);
+      // Heartbeats while the batch runs: a live worker's slow batch is not retried elsewhere, and a
+      // dead worker's batch is retried within the heartbeat timeout.
       heartbeat();
-      const result = await applyImportBatch(db, input.importId, input.batchNo, (into) => copySourceBatch(source, input.afterId, input.limit, into));
+      const beating = setInterval(() => heartbeat(), 5_000);
+      let result: BatchResult;
+      try {
+        result = await applyImportBatch(db, input.importId, input.batchNo, (into) => copySourceBatch(source, input.afterId, input.limit, into));
+      } finally {
+        clearInterval(beating);
+      }
       log.info({ importId: input.importId, batchNo: input.batchNo, rows: result.rows, imported: result.imported, updated: result.updated, conflicts: result.conflicts }, 'headless-lms import batch');
       return result;
     },

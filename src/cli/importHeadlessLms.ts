@@ -46,6 +46,8 @@ export const DEFAULT_BATCH_SIZE = 10_000;
 export const DEFAULT_BATCHES_PER_RUN = 100;
 
 class UsageError extends Error {}
+/** `--help`: the usage, and exit 0. */
+class HelpRequested extends Error {}
 
 export interface ImportOptions {
   sourceUrl: string;
@@ -180,7 +182,7 @@ function parseArgs(argv: string[]): { sourceUrl: string; dryRun: boolean; batchS
       const v = value();
       batchSize = /^\d+$/.test(v ?? '') ? Number(v) : Number.NaN;
       if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 50_000) throw new UsageError(`--batch-size: expected a whole number from 1 to 50000, got "${v ?? ''}"`);
-    } else if (flag === '-h' || flag === '--help') throw new UsageError('');
+    } else if (flag === '-h' || flag === '--help') throw new HelpRequested();
     else throw new UsageError(`unknown argument ${flag}`);
   }
   if (!sourceUrl) throw new UsageError('--source is required');
@@ -245,8 +247,12 @@ if (require.main === module) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err: unknown) => {
+      if (err instanceof HelpRequested) {
+        console.log(USAGE);
+        process.exit(0);
+      }
       if (err instanceof UsageError) {
-        console.error(`${err.message ? `${err.message}\n` : ''}${USAGE}`);
+        console.error(`${err.message}\n${USAGE}`);
         process.exit(2);
       }
       console.error(`import failed: ${describeFailure(err)}`);

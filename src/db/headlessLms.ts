@@ -107,14 +107,17 @@ export async function copySourceBatch(source: SourceDb, afterId: string | null, 
   // COPY takes no bind parameters: both values are checked before they are written into the SQL.
   if (afterId !== null && !UUID.test(afterId)) throw new Error('afterId must be a UUID');
   if (!Number.isSafeInteger(limit) || limit < 1) throw new Error('limit must be a positive integer');
+  // The bound is repeated on every table: without it, PostgreSQL's merge joins read the details
+  // and passwords from the first id on, so batch k would cost k times the first.
+  const after = (column: string) => (afterId === null ? '' : `AND ${column} > '${afterId}'::uuid`);
   const sql = `COPY (
     SELECT u.id, u.created_at, u.updated_at, u.deleted_at, u.upstream_id, u.email_domain,
            d.email, d.first_name, d.last_name,
            p.password_hash, p.created_at, p.updated_at, p.deleted_at
     FROM users u
-    LEFT JOIN user_details d ON d.user_id = u.id
-    LEFT JOIN user_passwords p ON p.user_id = u.id
-    ${afterId === null ? '' : `WHERE u.id > '${afterId}'::uuid`}
+    LEFT JOIN user_details d ON d.user_id = u.id ${after('d.user_id')}
+    LEFT JOIN user_passwords p ON p.user_id = u.id ${after('p.user_id')}
+    WHERE true ${after('u.id')}
     ORDER BY u.id
     LIMIT ${limit}
   ) TO STDOUT`;

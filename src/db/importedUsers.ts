@@ -64,7 +64,7 @@ interface PgConnection {
   query<T extends Submittable>(stream: T): T;
 }
 
-/** Steps 1–6 on `conn` inside a transaction; the caller commits (import) or rolls back (dry run). */
+/** Steps 1–5 on `conn` inside a transaction; the caller commits (import) or rolls back (dry run). */
 async function writeBatch(conn: PgConnection, load: BatchLoader): Promise<BatchResult> {
   // 1. The batch as a table, streamed from the source with COPY, so the rest is set-based.
   await conn.query(BATCH_TABLE);
