@@ -209,10 +209,30 @@ export function lazyClientConnection(c: TemporalConnectionConfig, connectTimeout
 /** The worker's native (Rust core) connection; rejects if the frontend cannot be reached or refuses the handshake. */
 export async function connectWorker(c: TemporalConnectionConfig): Promise<NativeConnection> {
   const { NativeConnection } = await import('@temporalio/worker');
-  return NativeConnection.connect({
-    address: requireAddress(c),
-    ...(c.tls !== undefined ? { tls: c.tls } : {}),
-    ...(c.apiKey !== undefined ? { apiKey: c.apiKey } : {}),
-    ...(c.metadata ? { metadata: c.metadata } : {}),
-  });
+  try {
+    return await NativeConnection.connect({
+      address: requireAddress(c),
+      ...(c.tls !== undefined ? { tls: c.tls } : {}),
+      ...(c.apiKey !== undefined ? { apiKey: c.apiKey } : {}),
+      ...(c.metadata ? { metadata: c.metadata } : {}),
+    });
+  } catch (err) {
+    throw new TemporalConnectError(c, err);
+  }
+}
+
+/** The frontend could not be reached or refused us: says where, how, and what to check. */
+export class TemporalConnectError extends Error {
+  override name = 'TemporalConnectError';
+  constructor(c: TemporalConnectionConfig, cause: unknown) {
+    const message = (cause as Error)?.message ?? String(cause);
+    const hint = /certificate|handshake|tls|ssl|alert|unknown ca|bad certificate/i.test(message)
+      ? c.tls && typeof c.tls === 'object' && c.tls.clientCertPair
+        ? ' Check that the frontend trusts the CA of TEMPORAL_TLS_CLIENT_CERT_PATH, and TEMPORAL_TLS_SERVER_CA_CERT_PATH/TEMPORAL_TLS_SERVER_NAME for its certificate.'
+        : ' The frontend may require a client certificate (mTLS): set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH (or _DATA).'
+      : /unauthenticated|permission|unauthorized/i.test(message)
+        ? ' The frontend refused our credentials: check TEMPORAL_API_KEY or the client certificate.'
+        : '';
+    super(`cannot connect to Temporal at ${c.address} (${describeConnection(c).replace(/^\S+ /, '')}): ${message}.${hint}`, { cause });
+  }
 }
