@@ -226,8 +226,12 @@ export class TemporalConnectError extends Error {
   override name = 'TemporalConnectError';
   constructor(c: TemporalConnectionConfig, cause: unknown) {
     const message = (cause as Error)?.message ?? String(cause);
-    const hint = /certificate|handshake|tls|ssl|alert|unknown ca|bad certificate/i.test(message)
-      ? c.tls && typeof c.tls === 'object' && c.tls.clientCertPair
+    const withCert = Boolean(c.tls && typeof c.tls === 'object' && c.tls.clientCertPair);
+    // A frontend that requires a client certificate refuses during the TLS handshake; with TLS
+    // 1.3 the client may only see the connection closed afterwards.
+    const tlsRefusal = /certificate|handshake|tls|ssl|alert|unknown ca/i.test(message) || (Boolean(c.tls) && !withCert && /connection closed|transport error/i.test(message));
+    const hint = tlsRefusal
+      ? withCert
         ? ' Check that the frontend trusts the CA of TEMPORAL_TLS_CLIENT_CERT_PATH, and TEMPORAL_TLS_SERVER_CA_CERT_PATH/TEMPORAL_TLS_SERVER_NAME for its certificate.'
         : ' The frontend may require a client certificate (mTLS): set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH (or _DATA).'
       : /unauthenticated|permission|unauthorized/i.test(message)
