@@ -85,11 +85,13 @@ const envSchema = z.object({
   /** host:port where the Temporal SDK serves its Prometheus metrics (worker processes). */
   TEMPORAL_SDK_METRICS_ADDRESS: z.string().default('0.0.0.0:9465'),
   /**
-   * How many workflow runs a worker keeps in memory (its sticky cache). Unset: the SDK's default,
-   * sized from the heap limit (2 310 for a 4 GiB heap). Each waiting signup held there costs
-   * ~0.2 MiB; an evicted one is replayed from its history when it wakes (docs/benchmarks.md).
+   * How many workflow runs a worker keeps in memory (its sticky cache). The SDK's default is
+   * sized from the heap limit (2 310 for a 4 GiB heap) and filled the worker with waiting signups
+   * (~0.2 MiB each, 1.1 GiB RSS at 10 000). Signups wait for hours, so caching them buys nothing:
+   * an evicted one is replayed from its short history when it wakes. 100 holds every create and
+   * signup in flight at once (docs/benchmarks.md, section 4).
    */
-  WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().positive().optional(),
+  WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().positive().default(100),
 
   /** true: every rate limit is off. For load tests and benchmarks only. */
   RATE_LIMIT_DISABLED: bool.default(false),

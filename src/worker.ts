@@ -36,7 +36,7 @@ export async function createWorker({ config, db, log, connection, keys, workflow
     dataConverter: dataConverter(keys),
     // On SIGTERM, running activities get this long to finish before they are cancelled.
     shutdownGraceTime: '20s',
-    ...(config.worker.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: config.worker.maxCachedWorkflows } : {}),
+    maxCachedWorkflows: config.worker.maxCachedWorkflows,
     interceptors: { workflowModules: [workflowInterceptorsPath()], activity: [requestIdActivityInterceptor] },
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
     activities: createActivities({ db, tmc, log, mailer, publicBaseUrl: config.signup.publicBaseUrl }),
