@@ -20,6 +20,8 @@ export interface RecordedRequest {
   path: string;
   headers: IncomingMessage['headers'];
   body: unknown;
+  /** When the request arrived (ms since the epoch). */
+  receivedAt?: number;
 }
 
 export class FakeTmc {
@@ -109,6 +111,7 @@ export class FakeTmc {
       query: url.search,
       headers: req.headers,
       body: raw ? JSON.parse(raw) : undefined,
+      receivedAt: Date.now(),
     };
     this.requests.push(record);
     const send = (status: number, body: unknown) => {
