@@ -41,7 +41,7 @@ const envSchema = z.object({
   DATABASE_URL: z.string().url().optional(),
   DATABASE_POOL_MAX: z.coerce.number().int().positive().default(10),
   /** Longest a query may run (statement_timeout); a connection silent 2 s past it is dropped. */
-  DATABASE_QUERY_TIMEOUT: duration.default(10_000),
+  DATABASE_QUERY_TIMEOUT: duration.default(5_000),
 
   /**
    * How to reach Temporal: Temporal's own environment configuration, read by

@@ -11,7 +11,7 @@ export interface DbOptions {
   url: string;
   poolMax?: number;
   /**
-   * Longest a query may run, in ms (default 10 000): PostgreSQL cancels it past this
+   * Longest a query may run, in ms (default 5 000, so a TMC call gets its 503 inside TMC's 10 s): PostgreSQL cancels it past this
    * (`statement_timeout`), and if no answer arrives 2 s later the connection is taken for dead
    * (a failover, a dropped NAT entry) and dropped from the pool.
    */
@@ -71,7 +71,7 @@ function dropConnection(connection: PgConnection, reason: unknown): void {
   connection.connection?.stream?.destroy();
 }
 
-export function createDb({ url, poolMax = 10, queryTimeoutMs = 10_000, stuckAfterMs = queryTimeoutMs + 7_000, log }: DbOptions): Db {
+export function createDb({ url, poolMax = 10, queryTimeoutMs = 5_000, stuckAfterMs = queryTimeoutMs + 7_000, log }: DbOptions): Db {
   const text = (m: unknown) => (m instanceof Error ? m.message : String(m));
   const db = knex({
     log: {
@@ -148,9 +148,17 @@ export async function migrate(db: Db, options: { defaultTenant?: string; lockTim
       }
       throw err;
     }
-    await db.migrate.latest({ migrationSource });
-    const tenant = options.defaultTenant ?? 'default';
-    await db('tenants').insert({ identifier: tenant, display_name: tenant }).onConflict('identifier').ignore();
+    // Migrations may run longer than an interactive query (an index on a big table): they get a
+    // pool of their own without the service's query timeout.
+    const url = (db.client as unknown as { config: { connection: { connectionString: string } } }).config.connection.connectionString;
+    const migrator = createDb({ url, poolMax: 2, queryTimeoutMs: 60 * 60_000 });
+    try {
+      await migrator.migrate.latest({ migrationSource });
+      const tenant = options.defaultTenant ?? 'default';
+      await migrator('tenants').insert({ identifier: tenant, display_name: tenant }).onConflict('identifier').ignore();
+    } finally {
+      await migrator.destroy();
+    }
   } finally {
     // Closing the session releases the lock, also when the unlock itself cannot be sent.
     await db.client.destroyRawConnection(lock).catch(() => undefined);
