@@ -444,6 +444,9 @@ async function benchGrowth(stack: Stack, authUserId: string, nextUpstreamId: () 
       workerRssMiB: rss.rss,
       workerPeakRssMiB: rss.peak,
       workerCachedWorkflows: worker.extra?.workflowsInCache,
+      workerHeapUsedMiB: worker.extra?.heapUsedMiB,
+      workerHeapTotalMiB: worker.extra?.heapTotalMiB,
+      workerExternalMiB: worker.extra?.externalMiB,
       workerMaxCachedWorkflows: worker.extra?.maxCachedWorkflows,
       apiRssMiB: apiRss.rss,
       authenticateP50Ms: summarize(authP50),
@@ -453,7 +456,7 @@ async function benchGrowth(stack: Stack, authUserId: string, nextUpstreamId: () 
       countQueryMs: summarize(countMs),
     };
     log(`  building: ${formatCores(buildCores)} (${row.cpuSecondsPerSignup.toFixed(3)} CPU-s per signup)`);
-    log(`  ${level} waiting (${row.createdPerSecond.toFixed(1)}/s made): worker RSS ${rss.rss.toFixed(0)} MiB (cache ${worker.extra?.workflowsInCache}/${worker.extra?.maxCachedWorkflows}), authenticate p50 ${fmt(row.authenticateP50Ms, 0)} ms, create p50 ${fmt(row.createP50Ms, 0)} ms, click p50 ${fmt(row.clickP50Ms, 0)} ms, list ${fmt(row.listQueryMs, 0)} ms (${listed} rows), count ${fmt(row.countQueryMs, 0)} ms`);
+    log(`  ${level} waiting (${row.createdPerSecond.toFixed(1)}/s made): worker RSS ${rss.rss.toFixed(0)} MiB (V8 heap ${worker.extra?.heapUsedMiB}/${worker.extra?.heapTotalMiB} MiB, external ${worker.extra?.externalMiB} MiB; cache ${worker.extra?.workflowsInCache}/${worker.extra?.maxCachedWorkflows}), authenticate p50 ${fmt(row.authenticateP50Ms, 0)} ms, create p50 ${fmt(row.createP50Ms, 0)} ms, click p50 ${fmt(row.clickP50Ms, 0)} ms, list ${fmt(row.listQueryMs, 0)} ms (${listed} rows), count ${fmt(row.countQueryMs, 0)} ms`);
     if (listed !== level - clicked || candidates < level - clicked) throw new Error(`listed ${listed}, candidates ${candidates}, expected ${level - clicked}`);
     levels.push(row);
   }
