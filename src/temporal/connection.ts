@@ -221,6 +221,20 @@ export async function connectWorker(c: TemporalConnectionConfig): Promise<Native
   }
 }
 
+/**
+ * Connects once and closes, to tell an operator at start-up whether Temporal can be reached with
+ * these settings. Resolves with the error (a TemporalConnectError), or undefined when it worked.
+ */
+export async function probeConnection(c: TemporalConnectionConfig, connectTimeoutMs = 5_000): Promise<TemporalConnectError | undefined> {
+  try {
+    const connection = await connectClient(c, { connectTimeoutMs });
+    await connection.close();
+    return undefined;
+  } catch (err) {
+    return new TemporalConnectError(c, err);
+  }
+}
+
 /** The frontend could not be reached or refused us: says where, how, and what to check. */
 export class TemporalConnectError extends Error {
   override name = 'TemporalConnectError';
@@ -236,7 +250,10 @@ export class TemporalConnectError extends Error {
         : ' The frontend may require a client certificate (mTLS): set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH (or _DATA).'
       : /unauthenticated|permission|unauthorized/i.test(message)
         ? ' The frontend refused our credentials: check TEMPORAL_API_KEY or the client certificate.'
-        : '';
+        : /Failed to connect before the deadline/i.test(message) && c.tls
+          ? // grpc-js reports a refused TLS handshake and an unreachable server alike.
+            ` Either nothing answers there, or the frontend refused the TLS handshake${withCert ? ' (check the certificates)' : ' (if it requires a client certificate, set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH)'}.`
+          : '';
     super(`cannot connect to Temporal at ${c.address} (${describeConnection(c).replace(/^\S+ /, '')}): ${message}.${hint}`, { cause });
   }
 }

@@ -201,7 +201,7 @@ afterAll(async () => {
 }, 120_000);
 
 describe('the service on a Temporal cluster with mTLS and PostgreSQL', () => {
-  it('refuses to start a worker without the client certificate, saying why', async () => {
+  it('refuses to start a worker without the client certificate, saying why; an API says so at start and is not ready', async () => {
     const { TEMPORAL_TLS_CLIENT_CERT_PATH: _c, TEMPORAL_TLS_CLIENT_KEY_PATH: _k, ...withoutCert } = baseEnv;
     const noCert = new Service('worker', { ...withoutCert, WORKER_METRICS_PORT: String(await freePort()), TEMPORAL_SDK_METRICS_ADDRESS: `127.0.0.1:${await freePort()}` }).start();
     const [code] = (await Promise.race([once(noCert.proc, 'exit'), new Promise((r) => setTimeout(() => r(['timeout']), 90_000))])) as [number | string];
@@ -211,6 +211,19 @@ describe('the service on a Temporal cluster with mTLS and PostgreSQL', () => {
     expect(noCert.text).toMatch(/client certificate/i);
     expect(noCert.text).not.toContain('"worker started"');
     console.log(`worker without a client certificate: ${noCert.text.split('\n').filter((l) => l.includes('cannot connect')).join(' ').slice(0, 600)}`);
+
+    // The API keeps serving (it answers 503 while Temporal is away) but logs the refusal at start.
+    const port = await freePort();
+    const api = new Service('api', { ...withoutCert, PORT: String(port), PUBLIC_BASE_URL: `http://127.0.0.1:${port}` }).start();
+    try {
+      await eventually(() => api.text.includes('cannot connect to Temporal at') || !api.running, { timeoutMs: 60_000, intervalMs: 250, what: 'the API to log the refused connection' });
+      expect(api.text).toMatch(/cannot connect to Temporal at 127\.0\.0\.1:\d+ \(namespace default, TLS\).*TEMPORAL_TLS_CLIENT_CERT_PATH/);
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toMatchObject({ data: { checks: { postgres: 'ok', temporal: 'unavailable' } } });
+    } finally {
+      await api.stop('SIGKILL');
+    }
   }, 120_000);
 
   it('registers SignupState on the cluster, and finds a waiting signup by it', async () => {
