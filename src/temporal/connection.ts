@@ -78,7 +78,8 @@ export function loadTemporalConnection(env: Record<string, string | undefined>):
     profile = loadClientConfigProfile({ overrideEnvVars: vars, configFileStrict: true });
   } catch (err) {
     const where = file ? `TEMPORAL_CONFIG_FILE (${file})` : (defaultConfigFile(vars) ?? 'the Temporal config file');
-    return { ok: false, problems: [`${where}: ${(err as Error).message}`] };
+    // The first line only: a TOML parser's later lines quote the file, which may hold an API key.
+    return { ok: false, problems: [`${where}: ${(err as Error).message.split('\n')[0]}`] };
   }
 
   // The names an operator would look for, for messages: the variable if set (for a certificate,
