@@ -110,7 +110,12 @@ export function loadTemporalConnection(env: Record<string, string | undefined>):
   }
   if (problems.length) return { ok: false, problems };
 
-  const options = toClientOptions(profile);
+  let options: ReturnType<typeof toClientOptions>;
+  try {
+    options = toClientOptions(profile); // reads the certificate files
+  } catch (err) {
+    return { ok: false, problems: [`a TLS file could not be read: ${(err as Error).message.split('\n')[0]}`] };
+  }
   const tlsOption = options.connectionOptions.tls ?? undefined;
   if (tlsOption && typeof tlsOption === 'object') problems.push(...checkCertificates(tlsOption, name));
 
