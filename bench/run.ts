@@ -343,7 +343,7 @@ async function benchSignups(stack: Stack) {
 
 // ---- 4. cost as the work grows ---------------------------------------------------------------
 
-async function benchGrowth(stack: Stack, authUserId: string) {
+async function benchGrowth(stack: Stack, authUserId: string, nextUpstreamId: () => number) {
   const tenant = await findTenant(stack.db, 'default');
   if (!tenant) throw new Error('no default tenant');
   // The cheap path: one argon2 hash for all, rows reserved directly, workflows started with the
@@ -352,6 +352,9 @@ async function benchGrowth(stack: Stack, authUserId: string) {
   const query = 'SignupState="AwaitingVerification"';
   let waiting = 0;
   let serial = 0;
+  // Addresses of waiting signups, oldest first: the clicks take the oldest, the ones a bounded
+  // workflow cache has evicted longest ago (a click then replays the run from its history).
+  const waitingEmails: string[] = [];
   const levels = [];
   for (const level of SIZES.levels) {
     const add = level - waiting;
@@ -364,6 +367,7 @@ async function benchGrowth(stack: Stack, authUserId: string) {
         while (next < add) {
           next++;
           const email = `s4-${++serial}@bench.invalid`;
+          waitingEmails.push(email);
           const row = await reserveSignup(stack.db, { tenantId: tenant.id, identifier: identifierOf(email), email, displayName: 'Bench', passwordHash, expiresAt: new Date(Date.now() + 24 * 3_600_000) });
           if (!row) throw new Error(`could not reserve ${email}`);
           await startSignup(stack.client, stack.config.temporal.taskQueue, {
@@ -374,13 +378,14 @@ async function benchGrowth(stack: Stack, authUserId: string) {
     );
     const startedMs = performance.now() - started;
     const deadline = Date.now() + 15 * 60_000;
+    const waitingBefore = waiting;
     while (stack.mails.total < mailsBefore + add) {
       if (Date.now() > deadline) throw new Error(`only ${stack.mails.total - mailsBefore} of ${add} mails after 15 min`);
       await sleep(50);
     }
     const allMailedMs = performance.now() - started;
     const buildCores = coresBetween(cpuBefore, sampleCpu());
-    waiting = level;
+    waiting = waitingBefore + add;
     // Visibility is eventually consistent: wait until the count query sees them all.
     for (let i = 0; ; i++) {
       const { count } = await stack.client.workflow.count(query);
@@ -394,10 +399,32 @@ async function benchGrowth(stack: Stack, authUserId: string) {
     const rss = await rssMiB(stack.worker!.pid);
     const apiRss = await rssMiB(stack.api.pid);
     const authP50: number[] = [];
+    const createP50: number[] = [];
+    const clickP50: number[] = [];
     const listMs: number[] = [];
     const countMs: number[] = [];
     let listed = 0;
+    let clicked = 0;
     for (let rep = 0; rep < SIZES.growthRepeats; rep++) {
+      // A create (a new workflow and its update) and a click (a waiting signup woken up).
+      const createLat: number[] = [];
+      const clickLat: number[] = [];
+      for (let i = 0; i < SIZES.growthAuthRequests; i++) {
+        const id = nextUpstreamId();
+        stack.tmc.addUser({ id });
+        const res = await stack.tmcRequest('POST', '/api/v0/tmc-server/users/create', { upstream_id: id, password: PASSWORD });
+        if (res.status !== 200) throw new Error(`create answered ${res.status} ${res.text}`);
+        createLat.push(res.ms);
+        const email = waitingEmails.shift()!;
+        const link = stack.mails.latestLink(email);
+        if (!link) throw new Error(`no link for ${email}`);
+        const click = await stack.request('GET', pathOf(link), { headers: { accept: 'application/json' } });
+        if (click.status !== 200) throw new Error(`click answered ${click.status} ${click.text}`);
+        clickLat.push(click.ms);
+        clicked++;
+      }
+      createP50.push(percentile(createLat, 50));
+      clickP50.push(percentile(clickLat, 50));
       const lat: number[] = [];
       for (let i = 0; i < SIZES.growthAuthRequests; i++) {
         const res = await stack.tmcRequest('POST', '/api/v0/tmc-server/users/authenticate', { user_id: authUserId, password: PASSWORD });
@@ -413,6 +440,8 @@ async function benchGrowth(stack: Stack, authUserId: string) {
       await stack.client.workflow.count(query);
       countMs.push(performance.now() - t);
     }
+    // The clicked ones are no longer waiting; the next level makes up for them.
+    waiting = level - clicked;
     const row = {
       waitingSignups: level,
       candidatesInDb: candidates,
@@ -425,27 +454,54 @@ async function benchGrowth(stack: Stack, authUserId: string) {
       workerRssMiB: rss.rss,
       workerPeakRssMiB: rss.peak,
       workerCachedWorkflows: worker.extra?.workflowsInCache,
+      workerHeapUsedMiB: worker.extra?.heapUsedMiB,
+      workerHeapTotalMiB: worker.extra?.heapTotalMiB,
+      workerExternalMiB: worker.extra?.externalMiB,
       workerMaxCachedWorkflows: worker.extra?.maxCachedWorkflows,
       apiRssMiB: apiRss.rss,
       authenticateP50Ms: summarize(authP50),
+      createP50Ms: summarize(createP50),
+      clickP50Ms: summarize(clickP50),
       listQueryMs: summarize(listMs),
       countQueryMs: summarize(countMs),
     };
     log(`  building: ${formatCores(buildCores)} (${row.cpuSecondsPerSignup.toFixed(3)} CPU-s per signup)`);
-    log(`  ${level} waiting (${row.createdPerSecond.toFixed(1)}/s made): worker RSS ${rss.rss.toFixed(0)} MiB (cache ${worker.extra?.workflowsInCache}/${worker.extra?.maxCachedWorkflows}), authenticate p50 ${fmt(row.authenticateP50Ms, 0)} ms, list ${fmt(row.listQueryMs, 0)} ms (${listed} rows), count ${fmt(row.countQueryMs, 0)} ms`);
-    if (listed !== level || candidates < level) throw new Error(`listed ${listed}, candidates ${candidates}, expected ${level}`);
+    log(`  ${level} waiting (${row.createdPerSecond.toFixed(1)}/s made): worker RSS ${rss.rss.toFixed(0)} MiB (V8 heap ${worker.extra?.heapUsedMiB}/${worker.extra?.heapTotalMiB} MiB, external ${worker.extra?.externalMiB} MiB; cache ${worker.extra?.workflowsInCache}/${worker.extra?.maxCachedWorkflows}), authenticate p50 ${fmt(row.authenticateP50Ms, 0)} ms, create p50 ${fmt(row.createP50Ms, 0)} ms, click p50 ${fmt(row.clickP50Ms, 0)} ms, list ${fmt(row.listQueryMs, 0)} ms (${listed} rows), count ${fmt(row.countQueryMs, 0)} ms`);
+    if (listed !== level - clicked || candidates < level - clicked) throw new Error(`listed ${listed}, candidates ${candidates}, expected ${level - clicked}`);
     levels.push(row);
   }
   const first = levels[0]!;
   const last = levels[levels.length - 1]!;
   const span = (last.waitingSignups - first.waitingSignups) / 1000;
+
+  // A worker restart with everything still waiting: time until it polls, RSS a minute later, and
+  // a click then (its run is in no cache: replayed from history).
+  log(`  restarting the worker with ${last.waitingSignups} waiting`);
+  const restartAt = performance.now();
+  await stack.stopWorker('SIGTERM');
+  const stoppedMs = performance.now() - restartAt;
+  const startAt = performance.now();
+  const restarted = await stack.startWorker();
+  await restarted.ready;
+  const startupMs = performance.now() - startAt;
+  const rssAtStart = await rssMiB(restarted.pid);
+  await sleep(60_000);
+  const rssAfterMinute = await rssMiB(restarted.pid);
+  const email = waitingEmails.shift()!;
+  const click = await stack.request('GET', pathOf(stack.mails.latestLink(email)!), { headers: { accept: 'application/json' } });
+  if (click.status !== 200) throw new Error(`click after restart answered ${click.status} ${click.text}`);
+  const restart = { waiting: waiting, stopMs: stoppedMs, startupMs, rssAtStartMiB: rssAtStart.rss, rssAfterMinuteMiB: rssAfterMinute.rss, peakRssMiB: rssAfterMinute.peak, firstClickMs: click.ms };
+  log(`  restart: stopped in ${stoppedMs.toFixed(0)} ms, polling ${startupMs.toFixed(0)} ms after start, RSS ${rssAtStart.rss.toFixed(0)} MiB then ${rssAfterMinute.rss.toFixed(0)} MiB a minute later (peak ${rssAfterMinute.peak.toFixed(0)}), first click ${click.ms.toFixed(0)} ms`);
   return {
     levels,
     quickSizes: quick,
+    restart,
     growth: {
       workerRssMiBPer1000: (last.workerRssMiB - first.workerRssMiB) / span,
       listMsPer1000: (last.listQueryMs.median - first.listQueryMs.median) / span,
       authenticateP50Change: last.authenticateP50Ms.median / first.authenticateP50Ms.median,
+      createP50Change: last.createP50Ms.median / first.createP50Ms.median,
+      clickP50Change: last.clickP50Ms.median / first.clickP50Ms.median,
     },
   };
 }
@@ -615,12 +671,14 @@ function table(results: Record<string, any>): string {
     const g = results.growth;
     const levels = g.levels.map((l: any) => l.waitingSignups).join('/');
     lines.push('', `4. Cost as signups waiting for verification grow${levels !== '10/1000/10000' ? ` (levels ${levels}${g.quickSizes ? ', quick mode' : ''}, instead of 10/1000/10000)` : ''}`);
-    lines.push('| waiting | worker RSS MiB | cached wf | authenticate p50 ms | list by SignupState ms | count ms | made/s |', '|---|---|---|---|---|---|---|');
+    lines.push('| waiting | worker RSS MiB | cached wf | authenticate p50 ms | create p50 ms | click p50 ms | list by SignupState ms | count ms | made/s |', '|---|---|---|---|---|---|---|---|---|');
     for (const l of g.levels) {
-      lines.push(`| ${l.waitingSignups} | ${l.workerRssMiB.toFixed(0)} | ${l.workerCachedWorkflows}/${l.workerMaxCachedWorkflows} | ${fmt(l.authenticateP50Ms, 0)} | ${fmt(l.listQueryMs, 0)} | ${fmt(l.countQueryMs, 0)} | ${l.createdPerSecond.toFixed(1)} |`);
+      lines.push(`| ${l.waitingSignups} | ${l.workerRssMiB.toFixed(0)} | ${l.workerCachedWorkflows}/${l.workerMaxCachedWorkflows} | ${fmt(l.authenticateP50Ms, 0)} | ${fmt(l.createP50Ms, 0)} | ${fmt(l.clickP50Ms, 0)} | ${fmt(l.listQueryMs, 0)} | ${fmt(l.countQueryMs, 0)} | ${l.createdPerSecond.toFixed(1)} |`);
     }
+    const r = g.restart;
+    if (r) lines.push(`worker restart with ${r.waiting} waiting: stopped in ${r.stopMs.toFixed(0)} ms, polling ${r.startupMs.toFixed(0)} ms after start; RSS ${r.rssAtStartMiB.toFixed(0)} MiB at start, ${r.rssAfterMinuteMiB.toFixed(0)} MiB a minute later; first click ${r.firstClickMs.toFixed(0)} ms`);
     lines.push(`CPU per waiting signup built (worker + Temporal + PostgreSQL + mail capture): ${g.levels.map((l: any) => l.cpuSecondsPerSignup.toFixed(3)).join(' / ')} s`);
-    lines.push(`growth: worker RSS ${g.growth.workerRssMiBPer1000.toFixed(1)} MiB per 1000, list ${g.growth.listMsPer1000.toFixed(1)} ms per 1000, authenticate p50 x${g.growth.authenticateP50Change.toFixed(2)}`);
+    lines.push(`growth: worker RSS ${g.growth.workerRssMiBPer1000.toFixed(1)} MiB per 1000, list ${g.growth.listMsPer1000.toFixed(1)} ms per 1000, authenticate p50 x${g.growth.authenticateP50Change.toFixed(2)}, create p50 x${g.growth.createP50Change.toFixed(2)}, click p50 x${g.growth.clickP50Change.toFixed(2)}`);
   }
   if (results.import) {
     const i = results.import;
@@ -687,7 +745,7 @@ async function main() {
     }
     if (sections.has(4)) {
       log(`4. growth: ${SIZES.levels.join(' / ')} waiting signups`);
-      results.growth = await benchGrowth(stack, userId);
+      results.growth = await benchGrowth(stack, userId, nextUpstreamId);
     }
     if (sections.has(5)) {
       log(`5. import of ${SIZES.importUsers} headless-lms users vs INSERT … SELECT through dblink`);

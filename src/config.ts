@@ -45,7 +45,7 @@ const envSchema = z.object({
   DATABASE_URL: z.string().url().optional(),
   DATABASE_POOL_MAX: z.coerce.number().int().positive().default(10),
   /** Longest a query may run (statement_timeout); a connection silent 2 s past it is dropped. */
-  DATABASE_QUERY_TIMEOUT: duration.default(10_000),
+  DATABASE_QUERY_TIMEOUT: duration.default(5_000),
 
   /**
    * How to reach Temporal: Temporal's own environment configuration, read by
@@ -101,11 +101,13 @@ const envSchema = z.object({
   /** host:port where the Temporal SDK serves its Prometheus metrics (worker processes). */
   TEMPORAL_SDK_METRICS_ADDRESS: z.string().default('0.0.0.0:9465'),
   /**
-   * How many workflow runs a worker keeps in memory (its sticky cache). Unset: the SDK's default,
-   * sized from the heap limit (2 310 for a 4 GiB heap). Each waiting signup held there costs
-   * ~0.2 MiB; an evicted one is replayed from its history when it wakes (docs/benchmarks.md).
+   * How many workflow runs a worker keeps in memory (its sticky cache). The SDK's default is
+   * sized from the heap limit (2 310 for a 4 GiB heap) and filled the worker with waiting signups
+   * (~0.2 MiB each, 1.1 GiB RSS at 10 000). Signups wait for hours, so caching them buys nothing:
+   * an evicted one is replayed from its short history when it wakes. 100 holds every create and
+   * signup in flight at once (docs/benchmarks.md, section 4).
    */
-  WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().positive().optional(),
+  WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().positive().default(100),
   /**
    * How long a workflow task waits on a worker's own (sticky) queue before any worker may take
    * it. After a worker dies, its waiting workflows' next tasks wait this long: the SDK's 10 s

@@ -38,7 +38,7 @@ export async function createWorker({ config, db, log, connection, keys, workflow
     // On SIGTERM, running activities get this long to finish before they are cancelled.
     shutdownGraceTime: '20s',
     stickyQueueScheduleToStartTimeout: config.worker.stickyQueueTimeoutMs,
-    ...(config.worker.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: config.worker.maxCachedWorkflows } : {}),
+    maxCachedWorkflows: config.worker.maxCachedWorkflows,
     interceptors: { workflowModules: [workflowInterceptorsPath()], activity: [requestIdActivityInterceptor] },
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: workflowsPath() }),
     activities: createActivities({ db, tmc, log, mailer, publicBaseUrl: config.signup.publicBaseUrl, moocfi: new MoocfiClient(config.moocfi, (reason) => log.warn({ reason }, 'mooc.fi id lookup failed; a new id is used')) }),

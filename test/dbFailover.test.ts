@@ -51,7 +51,7 @@ async function statusCall(api: string, timeoutMs: number): Promise<{ status: num
 }
 
 describe('a database failover that black-holes the pooled connections', () => {
-  it('answers every call within 15 s, recovers within 30 s of the database answering again, and stays live', async () => {
+  it('answers every call within TMC\'s 10 s, recovers within 30 s of the database answering again, and stays live', async () => {
     // Warm the pool: ten connections open and idle, as in a running service.
     const warm = await Promise.all(Array.from({ length: 10 }, () => statusCall(h.api.url, 10_000)));
     expect(warm.map((r) => r.status)).toEqual(Array(10).fill(200));
@@ -60,9 +60,10 @@ describe('a database failover that black-holes the pooled connections', () => {
     const during = await Promise.all(Array.from({ length: 12 }, () => statusCall(h.api.url, 20_000)));
     for (const r of during) {
       expect(r.status, `${JSON.stringify(during)}\n${[...new Set(h.logLines.filter((l) => l.includes('request failed')).map((l) => JSON.parse(l).err.message.slice(-120)))].join('\n')}`).toBe(503);
-      expect(r.ms).toBeLessThan(15_000);
+      expect(r.ms).toBeLessThan(10_000);
       expect(r.retryAfter).toMatch(/^\d+$/);
     }
+    console.log(`database failover: ${during.length} calls during the outage answered 503 in ${Math.min(...during.map((r) => r.ms))}–${Math.max(...during.map((r) => r.ms))} ms`);
     // Dependencies failing fast is not a dead process.
     expect((await fetch(`${h.api.url}/healthz`)).status).toBe(200);
 

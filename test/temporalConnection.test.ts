@@ -122,6 +122,14 @@ describe('start-up refuses a connection that cannot work, naming the setting', (
     expect(problems(typeof extra === 'function' ? extra() : extra)).toMatch(message);
   });
 
+  it('never quotes a config file that does not parse (it may hold an API key)', () => {
+    const file = path.join(dir, 'broken.toml');
+    writeFileSync(file, '[profile.default]\napi_key = "secret-in-file\naddress = 1:2\n');
+    const message = problems({ TEMPORAL_CONFIG_FILE: file });
+    expect(message).toMatch(/TEMPORAL_CONFIG_FILE \(.*broken.toml\): /);
+    expect(message).not.toContain('secret-in-file');
+  });
+
   it('never puts the API key or a private key into the message', () => {
     const message = problems({ TEMPORAL_API_KEY: 'secret-api-key', TEMPORAL_TLS_CLIENT_KEY_DATA: readPem(pki.clientKey), TEMPORAL_ADDRESS: 'x' });
     expect(message).toMatch(/without its certificate/);

@@ -6,11 +6,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../src/config';
 import { freePort } from '../src/dev/ports';
 import { resolveKeys } from '../src/temporal/codec';
+import { connectWorker } from '../src/temporal/connection';
 import { createWorker } from '../src/worker';
 import { tmcUserWorkflowId } from '../src/workflows/shared';
 import { eventually, startHarness, type Harness } from './support/harness';
@@ -77,8 +77,8 @@ describe('the worker process', () => {
     expect(recorded).toHaveLength(1);
   }, 120_000);
 
-  it('bounds its workflow cache with WORKER_MAX_CACHED_WORKFLOWS, and leaves the SDK default otherwise', async () => {
-    const connection = await NativeConnection.connect({ address: h.config.temporal.address! });
+  it('bounds its workflow cache with WORKER_MAX_CACHED_WORKFLOWS, 100 by default (not the SDK\'s heap-sized default)', async () => {
+    const connection = await connectWorker(h.config.temporal.connection);
     try {
       const cacheOf = async (env: Record<string, string>) => {
         const config = loadConfig({ ...h.env, ...env });
@@ -89,7 +89,7 @@ describe('the worker process', () => {
         return w.options.maxCachedWorkflows;
       };
       expect(await cacheOf({ WORKER_MAX_CACHED_WORKFLOWS: '50' })).toBe(50);
-      expect(await cacheOf({})).toBeGreaterThan(50);
+      expect(await cacheOf({})).toBe(100);
       expect(() => loadConfig({ ...h.env, WORKER_MAX_CACHED_WORKFLOWS: '0' })).toThrow(/WORKER_MAX_CACHED_WORKFLOWS/);
     } finally {
       await connection.close();

@@ -6,6 +6,7 @@ import { loadConfig, type Config } from '../config';
 import { createDb, migrate, type Db } from '../db';
 import { createLogger, type Logger } from '../logger';
 import { createTemporalClient } from '../temporal/client';
+import { describeConnection, probeConnection } from '../temporal/connection';
 import { AesGcmCodec, resolveKeys, type EncryptionKey } from '../temporal/codec';
 import { TmcClient } from '../tmc';
 import { createApp } from './app';
@@ -61,7 +62,10 @@ async function main() {
   const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, queryTimeoutMs: config.database.queryTimeoutMs, log });
   await migrate(db, { defaultTenant: config.signup.defaultTenant });
   const api = await startApi(config, { db, log, keys: resolveKeys(config, log) });
-  log.info({ url: api.url }, 'API listening');
+  log.info({ url: api.url, temporal: describeConnection(config.temporal.connection) }, 'API listening');
+  // The API serves (503s, /readyz) while Temporal is away, so a connection that does not work is
+  // not fatal here; but say so at start, with what to check, instead of only in later 503s.
+  void probeConnection(config.temporal.connection).then((problem) => problem && log.error(problem.message));
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, async () => {
       log.info({ signal, drainMs: config.http.shutdownDrainMs }, 'API stopping: draining');

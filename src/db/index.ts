@@ -11,7 +11,7 @@ export interface DbOptions {
   url: string;
   poolMax?: number;
   /**
-   * Longest a query may run, in ms (default 10 000): PostgreSQL cancels it past this
+   * Longest a query may run, in ms (default 5 000, so a TMC call gets its 503 inside TMC's 10 s): PostgreSQL cancels it past this
    * (`statement_timeout`), and if no answer arrives 2 s later the connection is taken for dead
    * (a failover, a dropped NAT entry) and dropped from the pool.
    */
@@ -34,13 +34,25 @@ type PgConnection = import('pg').Client & { __knex__disposed?: unknown; connecti
  * pool replaces it instead of handing it out again. Without this, a failover that black-holes
  * the pooled connections (no FIN, no RST) leaves every one of them hanging for good.
  */
+/**
+ * Queries sent and not yet settled, with when they were sent, per pool (for liveness:
+ * `stuckQuery`). Keyed by the pool's config object, which knex shares with the clients it derives
+ * for transactions (those have none of the instance's own fields).
+ */
+const tracking = new WeakMap<object, { inFlight: Map<object, number>; stuckAfterMs: number }>();
+
 class PgClient extends KnexPg {
   async _query(connection: PgConnection, obj: unknown): Promise<unknown> {
+    const inFlight = tracking.get((this as unknown as { config: object }).config)?.inFlight;
+    const token = {};
+    inFlight?.set(token, Date.now());
     try {
       return await (KnexPg.prototype as unknown as { _query(c: PgConnection, o: unknown): Promise<unknown> })._query.call(this, connection, obj);
     } catch (err) {
       if ((err as Error)?.message === 'Query read timeout' || isDbUnavailable(err)) dropConnection(connection, err);
       throw err;
+    } finally {
+      inFlight?.delete(token);
     }
   }
 
@@ -59,10 +71,7 @@ function dropConnection(connection: PgConnection, reason: unknown): void {
   connection.connection?.stream?.destroy();
 }
 
-/** In-flight queries per pool (uid → start time) and the bound past which one counts as stuck. */
-const inFlight = new WeakMap<Db, { queries: Map<string, number>; stuckAfterMs: number }>();
-
-export function createDb({ url, poolMax = 10, queryTimeoutMs = 10_000, stuckAfterMs = queryTimeoutMs + 7_000, log }: DbOptions): Db {
+export function createDb({ url, poolMax = 10, queryTimeoutMs = 5_000, stuckAfterMs = queryTimeoutMs + 7_000, log }: DbOptions): Db {
   const text = (m: unknown) => (m instanceof Error ? m.message : String(m));
   const db = knex({
     log: {
@@ -90,13 +99,8 @@ export function createDb({ url, poolMax = 10, queryTimeoutMs = 10_000, stuckAfte
     pool: { min: 0, max: poolMax },
     acquireConnectionTimeout: 4_000,
   });
-  const queries = new Map<string, number>();
-  // The client gives up on a query after queryTimeoutMs + 2 s; 5 s more and something is wedged.
-  inFlight.set(db, { queries, stuckAfterMs });
-  db.on('query', (q: { __knexQueryUid?: string }) => q.__knexQueryUid && queries.set(q.__knexQueryUid, Date.now()));
-  const done = (q: { __knexQueryUid?: string } | undefined) => q?.__knexQueryUid && queries.delete(q.__knexQueryUid);
-  db.on('query-response', (_r: unknown, q: { __knexQueryUid?: string }) => done(q));
-  db.on('query-error', (_e: unknown, q: { __knexQueryUid?: string }) => done(q));
+  // The client gives up on a query after queryTimeoutMs + 2 s (by default 5 s more and it counts as stuck).
+  tracking.set((db.client as unknown as { config: object }).config, { inFlight: new Map(), stuckAfterMs });
   return db;
 }
 
@@ -107,9 +111,11 @@ export function createDb({ url, poolMax = 10, queryTimeoutMs = 10_000, stuckAfte
  * (`GET /healthz`), so an orchestrator restarts the process.
  */
 export function stuckQuery(db: Db): { ageMs: number; boundMs: number } | undefined {
-  const tracked = inFlight.get(db);
-  if (!tracked || tracked.queries.size === 0) return undefined;
-  const ageMs = Date.now() - Math.min(...tracked.queries.values());
+  const tracked = tracking.get((db.client as unknown as { config: object }).config);
+  if (!tracked || tracked.inFlight.size === 0) return undefined;
+  let oldest = Infinity;
+  for (const sentAt of tracked.inFlight.values()) oldest = Math.min(oldest, sentAt);
+  const ageMs = Date.now() - oldest;
   return ageMs > tracked.stuckAfterMs ? { ageMs, boundMs: tracked.stuckAfterMs } : undefined;
 }
 
@@ -142,9 +148,17 @@ export async function migrate(db: Db, options: { defaultTenant?: string; lockTim
       }
       throw err;
     }
-    await db.migrate.latest({ migrationSource });
-    const tenant = options.defaultTenant ?? 'default';
-    await db('tenants').insert({ identifier: tenant, display_name: tenant }).onConflict('identifier').ignore();
+    // Migrations may run longer than an interactive query (an index on a big table): they get a
+    // pool of their own without the service's query timeout.
+    const url = (db.client as unknown as { config: { connection: { connectionString: string } } }).config.connection.connectionString;
+    const migrator = createDb({ url, poolMax: 2, queryTimeoutMs: 60 * 60_000 });
+    try {
+      await migrator.migrate.latest({ migrationSource });
+      const tenant = options.defaultTenant ?? 'default';
+      await migrator('tenants').insert({ identifier: tenant, display_name: tenant }).onConflict('identifier').ignore();
+    } finally {
+      await migrator.destroy();
+    }
   } finally {
     // Closing the session releases the lock, also when the unlock itself cannot be sent.
     await db.client.destroyRawConnection(lock).catch(() => undefined);

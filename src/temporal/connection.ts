@@ -78,7 +78,8 @@ export function loadTemporalConnection(env: Record<string, string | undefined>):
     profile = loadClientConfigProfile({ overrideEnvVars: vars, configFileStrict: true });
   } catch (err) {
     const where = file ? `TEMPORAL_CONFIG_FILE (${file})` : (defaultConfigFile(vars) ?? 'the Temporal config file');
-    return { ok: false, problems: [`${where}: ${(err as Error).message}`] };
+    // The first line only: a TOML parser's later lines quote the file, which may hold an API key.
+    return { ok: false, problems: [`${where}: ${(err as Error).message.split('\n')[0]}`] };
   }
 
   // The names an operator would look for, for messages: the variable if set (for a certificate,
@@ -109,7 +110,12 @@ export function loadTemporalConnection(env: Record<string, string | undefined>):
   }
   if (problems.length) return { ok: false, problems };
 
-  const options = toClientOptions(profile);
+  let options: ReturnType<typeof toClientOptions>;
+  try {
+    options = toClientOptions(profile); // reads the certificate files
+  } catch (err) {
+    return { ok: false, problems: [`a TLS file could not be read: ${(err as Error).message.split('\n')[0]}`] };
+  }
   const tlsOption = options.connectionOptions.tls ?? undefined;
   if (tlsOption && typeof tlsOption === 'object') problems.push(...checkCertificates(tlsOption, name));
 
@@ -209,10 +215,51 @@ export function lazyClientConnection(c: TemporalConnectionConfig, connectTimeout
 /** The worker's native (Rust core) connection; rejects if the frontend cannot be reached or refuses the handshake. */
 export async function connectWorker(c: TemporalConnectionConfig): Promise<NativeConnection> {
   const { NativeConnection } = await import('@temporalio/worker');
-  return NativeConnection.connect({
-    address: requireAddress(c),
-    ...(c.tls !== undefined ? { tls: c.tls } : {}),
-    ...(c.apiKey !== undefined ? { apiKey: c.apiKey } : {}),
-    ...(c.metadata ? { metadata: c.metadata } : {}),
-  });
+  try {
+    return await NativeConnection.connect({
+      address: requireAddress(c),
+      ...(c.tls !== undefined ? { tls: c.tls } : {}),
+      ...(c.apiKey !== undefined ? { apiKey: c.apiKey } : {}),
+      ...(c.metadata ? { metadata: c.metadata } : {}),
+    });
+  } catch (err) {
+    throw new TemporalConnectError(c, err);
+  }
+}
+
+/**
+ * Connects once and closes, to tell an operator at start-up whether Temporal can be reached with
+ * these settings. Resolves with the error (a TemporalConnectError), or undefined when it worked.
+ */
+export async function probeConnection(c: TemporalConnectionConfig, connectTimeoutMs = 5_000): Promise<TemporalConnectError | undefined> {
+  try {
+    const connection = await connectClient(c, { connectTimeoutMs });
+    await connection.close();
+    return undefined;
+  } catch (err) {
+    return new TemporalConnectError(c, err);
+  }
+}
+
+/** The frontend could not be reached or refused us: says where, how, and what to check. */
+export class TemporalConnectError extends Error {
+  override name = 'TemporalConnectError';
+  constructor(c: TemporalConnectionConfig, cause: unknown) {
+    const message = (cause as Error)?.message ?? String(cause);
+    const withCert = Boolean(c.tls && typeof c.tls === 'object' && c.tls.clientCertPair);
+    // A frontend that requires a client certificate refuses during the TLS handshake; with TLS
+    // 1.3 the client may only see the connection closed afterwards.
+    const tlsRefusal = /certificate|handshake|tls|ssl|alert|unknown ca/i.test(message) || (Boolean(c.tls) && !withCert && /connection closed|transport error/i.test(message));
+    const hint = tlsRefusal
+      ? withCert
+        ? ' Check that the frontend trusts the CA of TEMPORAL_TLS_CLIENT_CERT_PATH, and TEMPORAL_TLS_SERVER_CA_CERT_PATH/TEMPORAL_TLS_SERVER_NAME for its certificate.'
+        : ' The frontend may require a client certificate (mTLS): set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH (or _DATA).'
+      : /unauthenticated|permission|unauthorized/i.test(message)
+        ? ' The frontend refused our credentials: check TEMPORAL_API_KEY or the client certificate.'
+        : /Failed to connect before the deadline/i.test(message) && c.tls
+          ? // grpc-js reports a refused TLS handshake and an unreachable server alike.
+            ` Either nothing answers there, or the frontend refused the TLS handshake${withCert ? ' (check the certificates)' : ' (if it requires a client certificate, set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH)'}.`
+          : '';
+    super(`cannot connect to Temporal at ${c.address} (${describeConnection(c).replace(/^\S+ /, '')}): ${message}.${hint}`, { cause });
+  }
 }

@@ -24,6 +24,8 @@ export interface RecordedRequest {
   answered?: number;
   /** True if the caller closed the connection before TMC answered (it gave up). */
   abandoned?: boolean;
+  /** When the request arrived (ms since the epoch). */
+  receivedAt?: number;
 }
 
 export class FakeTmc {
@@ -117,6 +119,7 @@ export class FakeTmc {
       query: url.search,
       headers: req.headers,
       body: raw ? JSON.parse(raw) : undefined,
+      receivedAt: Date.now(),
     };
     this.requests.push(record);
     res.on('close', () => {

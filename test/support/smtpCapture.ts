@@ -38,6 +38,9 @@ export class SmtpCapture {
   port = 0;
 
   async start(): Promise<this> {
+    // A client that dies mid-connection (a SIGKILLed worker's pooled SMTP connection) resets its
+    // socket; smtp-server reports that as an 'error' event, which must not crash the test process.
+    this.server.on('error', () => undefined);
     this.server.listen(0, '127.0.0.1');
     await once(this.server.server, 'listening');
     const address = this.server.server.address();
