@@ -124,6 +124,8 @@ async function main() {
   };
 
   try {
+    // The API's port first: taken, it stops everything before anything has started.
+    await requireFreePort(apiPort, 'API', 'set PORT');
     // 2. PostgreSQL and the Temporal dev server, on the same ports as last time.
     if (!env.DATABASE_URL) {
       const pgDir = devPostgresDataDir(dataDir);
