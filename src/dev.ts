@@ -119,6 +119,9 @@ async function main() {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A closed terminal (SIGHUP) too: by default it killed this process alone, leaving PostgreSQL
+  // and the Temporal dev server (in process groups of their own) running.
+  process.on('SIGHUP', onSignal);
   const checkpoint = () => {
     if (signalled) throw new StoppedDuringStartup();
   };

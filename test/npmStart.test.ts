@@ -171,6 +171,14 @@ describe('npm start', () => {
     await expectCleanStop(last);
   }, 480_000);
 
+  it('stops the whole tree when its terminal is closed (SIGHUP to its process group): no server is left running', async () => {
+    const r = await npmStart();
+    process.kill(-r.npm.pid!, 'SIGHUP');
+    await r.exit; // npm itself dies of the hang-up; its node process stops the rest
+    await expect.poll(() => isAlive(r.stack.owner), { timeout: 60_000 }).toBe(false);
+    await expectAllGone(r);
+  }, 240_000);
+
   it("with the API's PORT taken by another program, stops at once naming the port, with no stack trace and nothing left running", async () => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
