@@ -53,7 +53,10 @@ const port = z.coerce.number().int().min(1).max(65535);
 
 /** Settings of `npm start` alone (the service's own are in config.ts). */
 const devEnv = z.object({
-  /** Where the Temporal dev server's SQLite file, the stack file and the dev encryption key live. */
+  /**
+   * Where the Temporal dev server's SQLite file and the stack file live. The development payload
+   * key stays in the checkout's .data/ (DEV_KEY_FILE), where the operator CLIs look for it.
+   */
   DEV_DATA_DIR: z.string().min(1).default(path.join(PROJECT_ROOT, '.data')),
   DEV_POSTGRES_PORT: port.default(54329),
   DEV_TEMPORAL_PORT: port.default(7233),
