@@ -53,7 +53,10 @@ const port = z.coerce.number().int().min(1).max(65535);
 
 /** Settings of `npm start` alone (the service's own are in config.ts). */
 const devEnv = z.object({
-  /** Where the Temporal dev server's SQLite file, the stack file and the dev encryption key live. */
+  /**
+   * Where the Temporal dev server's SQLite file and the stack file live. The development payload
+   * key stays in the checkout's .data/ (DEV_KEY_FILE), where the operator CLIs look for it.
+   */
   DEV_DATA_DIR: z.string().min(1).default(path.join(PROJECT_ROOT, '.data')),
   DEV_POSTGRES_PORT: port.default(54329),
   DEV_TEMPORAL_PORT: port.default(7233),
@@ -119,11 +122,16 @@ async function main() {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A closed terminal (SIGHUP) too: by default it killed this process alone, leaving PostgreSQL
+  // and the Temporal dev server (in process groups of their own) running.
+  process.on('SIGHUP', onSignal);
   const checkpoint = () => {
     if (signalled) throw new StoppedDuringStartup();
   };
 
   try {
+    // The API's port first: taken, it stops everything before anything has started.
+    await requireFreePort(apiPort, 'API', 'set PORT');
     // 2. PostgreSQL and the Temporal dev server, on the same ports as last time.
     if (!env.DATABASE_URL) {
       const pgDir = devPostgresDataDir(dataDir);

@@ -170,4 +170,39 @@ describe('npm start', () => {
     process.kill(-last.npm.pid!, 'SIGINT');
     await expectCleanStop(last);
   }, 480_000);
+
+  it('stops the whole tree when its terminal is closed (SIGHUP to its process group): no server is left running', async () => {
+    const r = await npmStart();
+    process.kill(-r.npm.pid!, 'SIGHUP');
+    await r.exit; // npm itself dies of the hang-up; its node process stops the rest
+    await expect.poll(() => isAlive(r.stack.owner), { timeout: 60_000 }).toBe(false);
+    await expectAllGone(r);
+  }, 240_000);
+
+  it("with the API's PORT taken by another program, stops at once naming the port, with no stack trace and nothing left running", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    const dir = mkdtempSync(path.join(tmpdir(), 'npm-start-taken-'));
+    const env: NodeJS.ProcessEnv = { ...process.env, DEV_DATA_DIR: dir, TEMPORAL_SDK_METRICS_ADDRESS: `127.0.0.1:${await freePort()}` };
+    for (const n of ['PORT', 'DEV_POSTGRES_PORT', 'DEV_TEMPORAL_PORT', 'DEV_TEMPORAL_UI_PORT', 'WORKER_METRICS_PORT']) env[n] = String(await freePort());
+    env.PORT = String(port);
+    for (const n of ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'NODE_OPTIONS']) delete env[n];
+    try {
+      const npm = spawn('npm', ['start'], { cwd: PROJECT_ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      let output = '';
+      npm.stdout!.on('data', (c) => (output += String(c)));
+      npm.stderr!.on('data', (c) => (output += String(c)));
+      const [code] = (await once(npm, 'exit')) as [number | null];
+      expect(code).toBe(1);
+      expect(output).toMatch(new RegExp(`port ${port} \\(.*\\) is in use by another program`));
+      expect(output).not.toMatch(/^\s+at /m);
+      // It stopped before starting anything: no stack was recorded, no server was left.
+      expect(existsSync(path.join(dir, 'dev-stack.json'))).toBe(false);
+      for (const n of ['DEV_POSTGRES_PORT', 'DEV_TEMPORAL_PORT']) expect(await portIsFree(Number(env[n])), n).toBe(true);
+    } finally {
+      taken.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,6 +38,34 @@ describe('npm run tenants', () => {
       await db.destroy();
     }
   });
+});
+
+describe('the operator CLIs with ports moved (DEV_POSTGRES_PORT, DEV_TEMPORAL_PORT)', () => {
+  /** Runs `cli` with `variable` set to a listener's port and nothing else set; true if it connected there. */
+  async function connectsTo(variable: string, cli: string[]): Promise<boolean> {
+    let connected = false;
+    const server = createServer((socket) => {
+      connected = true;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const env = { ...process.env, [variable]: String((server.address() as AddressInfo).port) };
+    for (const name of ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'TEMPORAL_CONFIG_FILE', 'TEMPORAL_PROFILE']) delete env[name];
+    try {
+      await run('npx', ['tsx', ...cli], { env, timeout: 30_000 }).catch(() => undefined);
+    } finally {
+      server.close();
+    }
+    return connected;
+  }
+
+  it('npm run tenants finds the embedded database of an npm start whose port was moved', async () => {
+    expect(await connectsTo('DEV_POSTGRES_PORT', ['src/cli/tenants.ts', 'list'])).toBe(true);
+  }, 60_000);
+
+  it('npm run signups finds the Temporal dev server of an npm start whose port was moved', async () => {
+    expect(await connectsTo('DEV_TEMPORAL_PORT', ['src/cli/signups.ts', 'stuck'])).toBe(true);
+  }, 60_000);
 });
 
 describe('search attributes', () => {

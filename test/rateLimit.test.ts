@@ -129,6 +129,23 @@ describe('rate limits', () => {
     expect(await page.text()).toContain('Too many attempts');
   });
 
+  it('cannot be stepped around by the path\'s letter case: /API/V0/SIGNUPS never reaches a handler unlimited, nor answers 500', async () => {
+    // Routers match paths case-insensitively by default; the limits are looked up by path.
+    const from = { 'x-forwarded-for': '192.0.2.61' };
+    const body = { tenant: 'default', email: `case-${randomUUID().slice(0, 6)}@example.org`, display_name: 'x', password: 'password1' };
+    const signups: number[] = [];
+    for (let i = 0; i < 6; i++) signups.push((await post(h.api.url, '/API/V0/SIGNUPS', body, from)).status);
+    expect(signups.filter((s) => s === 202).length).toBeLessThanOrEqual(5);
+    expect(signups).not.toContain(500);
+    const clicks: number[] = [];
+    for (let i = 0; i < 31; i++) {
+      clicks.push((await fetch(`${h.api.url}/API/v0/Signups/Verify?token=${'E'.repeat(43)}`, { headers: { ...from, accept: 'application/json' } })).status);
+    }
+    expect(clicks.filter((s) => s === 410).length).toBeLessThanOrEqual(30);
+    const resend = await post(h.api.url, '/api/v0/signups/RESEND', { tenant: 'default', email: body.email }, from);
+    expect(resend.status).not.toBe(500);
+  });
+
   describe('behind one trusted proxy (TRUSTED_PROXY_COUNT=1), forged leftmost X-Forwarded-For entries', () => {
     /** What a client sends through the proxy: anything it likes, then the proxy appends its real address. */
     const forged = (realClient: string) => ({ 'x-forwarded-for': `${randomInt(1, 255)}.${randomInt(0, 255)}.${randomInt(0, 255)}.${randomInt(1, 255)}, ${realClient}` });

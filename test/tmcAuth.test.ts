@@ -53,6 +53,15 @@ describe.each(endpoints)('%s %s authorization', (method, path, body) => {
     expect(res.body).toEqual(unauthorized('Invalid authorization token.'));
   });
 
+  it('never reaches the handler without the secret through the path in other letter case', async () => {
+    // @koa/router matches routes in any case but a router's own middleware (the secret check) only
+    // as written: /API/V0/TMC-SERVER/… answered authenticate (200 true) with no Authorization.
+    for (const variant of [path.toUpperCase(), path.replace('/api/', '/Api/'), path.replace('/users', '/Users')]) {
+      const res = await h.request(method, variant, { body });
+      expect([401, 404], variant).toContain(res.status);
+    }
+  });
+
   it('rejects the secret with a Bearer prefix: the raw header value is compared', async () => {
     const res = await h.request(method, path, { body, headers: { authorization: `Bearer ${SECRET}` } });
     expect(res.status).toBe(401);

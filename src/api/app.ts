@@ -150,6 +150,15 @@ export function createApp(deps: AppDeps): Koa {
     if (encoding !== '' && encoding !== 'identity') throw new ApiError(415, 'Compressed request bodies are not accepted.');
     await next();
   });
+  // Paths under /api/ are matched as written. @koa/router matches a route in any letter case but
+  // a router's own middleware (router.use: TMC's shared-secret check, the signup pages' deadline)
+  // only as written, so /API/V0/TMC-SERVER/users/authenticate reached its handler without the
+  // secret. Every path under /api/ is lower-case (its only parameter is a number): others are 404.
+  app.use(async (ctx, next) => {
+    const lower = ctx.path.toLowerCase();
+    if (lower.startsWith('/api/') && ctx.path !== lower) throw new ApiError(404, `No route for ${ctx.method} ${ctx.path}.`);
+    await next();
+  });
   // Strict bodies, as headless-lms parses them: duplicate keys and lone surrogates are a 400.
   // Forms (urlencoded) too, for the signup pages' own forms (verify, resend).
   app.use(jsonBodyParser({ limit: deps.config.http.maxBodyBytes }));

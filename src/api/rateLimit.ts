@@ -42,7 +42,7 @@ export const AUTHENTICATE_FAILURES: Limit = { points: 10, durationSeconds: 300 }
 type Endpoint = keyof typeof LIMITS;
 
 /**
- * By path, whatever the method: every method that reaches a handler (GET, HEAD and POST of the
+ * By path (in any letter case), whatever the method: every method that reaches a handler (GET, HEAD and POST of the
  * link; a HEAD is served by the GET handler) counts against the same limit.
  */
 const ROUTES: Record<string, Endpoint> = {
@@ -138,7 +138,8 @@ export function rateLimits(options: { db: Db; log: Logger; tmcSecret: string; ex
   };
 
   return async (ctx: Context, next: Next) => {
-    const endpoint = ROUTES[ctx.path.replace(/\/+$/, '') || '/'];
+    // Lower-cased: routers match paths case-insensitively unless told otherwise.
+    const endpoint = ROUTES[ctx.path.toLowerCase().replace(/\/+$/, '') || '/'];
     if (!endpoint) return next();
     const { ip, id } = limiters[endpoint];
     const identifier = identifierFor(endpoint, ctx.request.body);

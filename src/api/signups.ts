@@ -390,7 +390,9 @@ export function signupRoutes({ config, db, temporal, log, hashes }: SignupDeps):
     answer(ctx, pages.resendSent(), VERIFICATION_SENT, 202);
   }
 
-  const router = new Router({ prefix: '/api/v0/signups' });
+  // Case-sensitive: the rate limits and this router's own middleware (pages, deadline) are keyed
+  // by the path as written, and @koa/router would otherwise route /API/V0/SIGNUPS around them.
+  const router = new Router({ prefix: '/api/v0/signups', sensitive: true });
   router.use(['/verify', '/resend'], pagesForErrors(log));
   router.use(answerWithin(SIGNUP_DEADLINE_MS, log));
   router.post('/', createSignup);

@@ -12,7 +12,7 @@
  * resend and cancel also work on a signup whose workflow was terminated while the signup was
  * pending: a fresh run of it is started from the closed run's input, with the signal.
  *
- * Connects to TEMPORAL_ADDRESS (default 127.0.0.1:7233, the dev server of `npm start`) and
+ * Connects to TEMPORAL_ADDRESS (default 127.0.0.1:DEV_TEMPORAL_PORT, else 7233: the dev server of `npm start`) and
  * TEMPORAL_NAMESPACE (default `default`). Payloads (memos, query results) are decrypted with
  * PAYLOAD_ENCRYPTION_KEYS, or in development with the key `npm start` keeps in .data/.
  * Exit codes: 0 ok, 1 failure, 2 usage.
@@ -278,7 +278,7 @@ async function main(argv: string[]): Promise<number> {
     production: process.env.NODE_ENV === 'production',
     onGenerated: (file) => console.error(`PAYLOAD_ENCRYPTION_KEYS is unset: generated a development key in ${file}`),
   });
-  const client = createTemporalClient({ ...temporal.connection, address: temporal.connection.address ?? '127.0.0.1:7233' }, keys);
+  const client = createTemporalClient({ ...temporal.connection, address: temporal.connection.address ?? `127.0.0.1:${process.env.DEV_TEMPORAL_PORT || 7233}` }, keys);
   try {
     return await run(client, args);
   } finally {

@@ -6,12 +6,14 @@
  *   suspend <identifier>              new signups for it get 422 tenant_not_active
  *   activate <identifier>
  *
- * Uses DATABASE_URL, or the embedded development database that `npm start` runs.
+ * Uses DATABASE_URL, or the embedded development database that `npm start` runs (on
+ * DEV_POSTGRES_PORT, default 54329).
  */
 import { createDb, migrate } from '../db';
 import { addTenant, listTenants, setTenantStatus } from '../db/signups';
 
-const DEV_DATABASE_URL = 'postgres://postgres:postgres@127.0.0.1:54329/accounts';
+/** `npm start`'s embedded database, on DEV_POSTGRES_PORT as `npm start` reads it. */
+const DEV_DATABASE_URL = `postgres://postgres:postgres@127.0.0.1:${process.env.DEV_POSTGRES_PORT || 54329}/accounts`;
 const USAGE = 'usage: npm run tenants -- list | add <identifier> [display name] | suspend <identifier> | activate <identifier>';
 
 async function main(args: string[]): Promise<number> {
