@@ -262,10 +262,12 @@ describe('the service on a Temporal cluster with mTLS and PostgreSQL', () => {
       const a = await untilServed(stats, () => call('POST', '/api/v0/signups', { tenant: 'default', email, display_name: `Load ${i}`, password: `password number ${i}` }));
       expect(a.status, JSON.stringify(a)).toBe(202);
       const link = await eventually(() => mail.latestLink(email), { timeoutMs: 90_000, intervalMs: 250, what: `the mail to ${email}` });
-      const open = () => untilServed(stats, () => call('GET', new URL(link).pathname + new URL(link).search, undefined, { accept: 'application/json' }));
+      // The person confirms on the link's page with the password chosen at signup.
+      const token = new URL(link).searchParams.get('token');
+      const open = () => untilServed(stats, () => call('POST', '/api/v0/signups/verify', { token, password: `password number ${i}` }, { accept: 'application/json' }));
       let verify = await open();
-      // 202 "activating": the link was accepted, the activation is still on its way (a worker
-      // died with it); opening the link again answers 200 once the account is active.
+      // 202 "activating": the confirmation was accepted, the activation is still on its way (a
+      // worker died with it); confirming again answers 200 once the account is active.
       for (const until = Date.now() + 90_000; verify.status === 202 && Date.now() < until; verify = await open()) {
         stats.activating++;
         expect(verify.body).toMatchObject({ status: 'activating' });
