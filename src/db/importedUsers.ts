@@ -17,6 +17,7 @@ import type { Writable } from 'node:stream';
 import type { Knex } from 'knex';
 import type { QueryResult, QueryResultRow, Submittable } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import type { ImportCounts } from '../workflows/shared';
 
 export type ConflictReason = 'upstream_id_taken' | 'deleted_here';
 
@@ -29,14 +30,8 @@ export interface ImportConflict {
   reason: ConflictReason;
 }
 
-export interface BatchCounts {
-  rows: number;
-  imported: number;
-  updated: number;
-  unchanged: number;
-  skipped: number;
-  conflicts: number;
-}
+/** One batch's counts: the same shape as the import's running totals. */
+export type BatchCounts = ImportCounts;
 
 export interface BatchResult extends BatchCounts {
   conflictList: ImportConflict[];
