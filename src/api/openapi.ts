@@ -397,9 +397,10 @@ function operationsPaths(): Record<string, PathItem> {
       get: {
         operationId: 'healthz',
         tags: ['operations'],
-        summary: 'Liveness: the process is up and serving',
+        summary: 'Liveness: the process can serve (its dependencies may be down: see /readyz)',
         responses: {
           200: { description: 'Alive.', content: json(jsonSchema(z.strictObject({ status: z.literal('ok') }), 'output')) },
+          ...errors([503, 'Wedged: a database query has waited far past the bound every query has; restart the process.']),
           ...DEFAULT,
         },
       },
