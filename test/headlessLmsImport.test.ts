@@ -21,6 +21,7 @@ import { HEADLESS_LMS_IMPORT_WORKFLOW_ID, type ImportProgress, type ImportReport
 import { HEADLESS_LMS_HASHES as H } from './fixtures/headlessLmsHashes';
 import { createHeadlessLmsSource, generateSourceUsers, insertSourceUsers, SOURCE_SCHEMA, withSource, type SourceUser } from './support/headlessLmsSource';
 import { eventually, startHarness, type Harness } from './support/harness';
+import { startWorkerProcess } from './support/workerProcess';
 
 let h: Harness;
 let sourceUrl: string;
@@ -280,15 +281,8 @@ describe('an import whose worker is SIGKILLed halfway', () => {
     await generateSourceUsers(big, N, { firstUpstreamId: 100_000, hash: H.nfc.hash, deletedEvery: 10 });
 
     await h.stopWorker();
-    const output: string[] = [];
     const [metricsPort, sdkPort] = [await freePort(), await freePort()];
-    worker = spawn(process.execPath, ['--require', 'tsx/cjs', 'src/worker.ts'], {
-      env: { ...process.env, ...h.env, WORKER_METRICS_PORT: String(metricsPort), TEMPORAL_SDK_METRICS_ADDRESS: `127.0.0.1:${sdkPort}` },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    worker.stdout!.on('data', (c) => output.push(String(c)));
-    worker.stderr!.on('data', (c) => output.push(String(c)));
-    await eventually(() => output.join('').includes('"worker started"'), { timeoutMs: 90_000, intervalMs: 250, what: 'the worker process to start' });
+    ({ child: worker } = await startWorkerProcess({ ...h.env, WORKER_METRICS_PORT: String(metricsPort), TEMPORAL_SDK_METRICS_ADDRESS: `127.0.0.1:${sdkPort}` }));
 
     // 60 batches of 100, 7 per workflow run: it also continues as new eight times.
     const readings: ImportProgress[] = [];

@@ -4,27 +4,21 @@
  * must reach the new worker quickly enough that the first verification click, resend and create
  * answer within the interactive deadline. The times are printed; docs/benchmarks.md has them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startHarness, type Harness } from './support/harness';
+import { startWorkerProcess } from './support/workerProcess';
 
 let h: Harness;
 const workers: ChildProcess[] = [];
 const json = { accept: 'application/json' };
 
-/** The worker as its own process (`src/worker.ts`), until it says it has started. */
-async function startWorkerProcess(): Promise<ChildProcess> {
-  const output: string[] = [];
-  const worker = spawn(process.execPath, ['--require', 'tsx/cjs', 'src/worker.ts'], {
-    env: { ...process.env, ...h.env, WORKER_METRICS_PORT: '0', TEMPORAL_SDK_METRICS_ADDRESS: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  workers.push(worker);
-  worker.stdout!.on('data', (c) => output.push(String(c)));
-  worker.stderr!.on('data', (c) => output.push(String(c)));
-  await eventually(() => output.join('').includes('"worker started"'), { timeoutMs: 90_000, intervalMs: 100, what: 'the worker process to start' });
-  return worker;
+/** A worker process with the harness's environment; every one is killed after the file. */
+async function startWorker(): Promise<ChildProcess> {
+  const { child } = await startWorkerProcess({ ...h.env, WORKER_METRICS_PORT: '0', TEMPORAL_SDK_METRICS_ADDRESS: '' });
+  workers.push(child);
+  return child;
 }
 
 async function timed<T>(call: () => Promise<T>): Promise<{ result: T; ms: number }> {
@@ -43,7 +37,7 @@ afterAll(async () => {
 
 describe('after a worker is SIGKILLed and another starts', () => {
   it('the first click, resend and create answer within the deadline: 200, 202, 200', async () => {
-    const first = await startWorkerProcess();
+    const first = await startWorker();
     const clicker = `crash-click-${Date.now()}@example.test`;
     const resender = `crash-resend-${Date.now()}@example.test`;
     for (const address of [clicker, resender]) {
@@ -60,7 +54,7 @@ describe('after a worker is SIGKILLed and another starts', () => {
 
     first.kill('SIGKILL');
     await once(first, 'exit');
-    await startWorkerProcess();
+    await startWorker();
 
     // Each is the first call to its workflow since the crash.
     // The click: the link's page confirms with the password chosen at signup.

@@ -4,7 +4,7 @@
  * activity finishes before the process exits, so TMC is called once and the run goes on with the
  * next worker; nothing is retried or lost.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../src/config';
@@ -14,10 +14,11 @@ import { connectWorker } from '../src/temporal/connection';
 import { createWorker } from '../src/worker';
 import { tmcUserWorkflowId } from '../src/workflows/shared';
 import { eventually, startHarness, type Harness } from './support/harness';
+import { startWorkerProcess } from './support/workerProcess';
 
 let h: Harness;
 let worker: ChildProcess;
-const output: string[] = [];
+let output: () => string;
 let metricsUrl: string;
 let sdkMetricsUrl: string;
 
@@ -26,14 +27,7 @@ beforeAll(async () => {
   const [metricsPort, sdkPort] = [await freePort(), await freePort()];
   metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
   sdkMetricsUrl = `http://127.0.0.1:${sdkPort}/metrics`;
-  worker = spawn(process.execPath, ['--require', 'tsx/cjs', 'src/worker.ts'], {
-    env: { ...process.env, ...h.env, WORKER_METRICS_PORT: String(metricsPort), TEMPORAL_SDK_METRICS_ADDRESS: `127.0.0.1:${sdkPort}` },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  worker.stdout!.on('data', (c) => output.push(String(c)));
-  worker.stderr!.on('data', (c) => output.push(String(c)));
-  // It bundles the workflow code at start: ~10–20 s on two cores.
-  await eventually(() => output.join('').includes('"worker started"'), { timeoutMs: 90_000, intervalMs: 250, what: 'the worker process to start' });
+  ({ child: worker, output } = await startWorkerProcess({ ...h.env, WORKER_METRICS_PORT: String(metricsPort), TEMPORAL_SDK_METRICS_ADDRESS: `127.0.0.1:${sdkPort}` }));
 }, 120_000);
 afterAll(async () => {
   if (worker && worker.exitCode === null) worker.kill('SIGKILL');
@@ -64,8 +58,8 @@ describe('the worker process', () => {
     release();
     h.tmc.holdNotifications = undefined;
     const [code] = await exited;
-    expect(code, output.join('').slice(-2000)).toBe(0);
-    expect(output.join('')).toContain('"worker stopped"');
+    expect(code, output().slice(-2000)).toBe(0);
+    expect(output()).toContain('"worker stopped"');
 
     // The next worker carries the run on: the outcome is recorded, and TMC was called once.
     await h.startWorker();
