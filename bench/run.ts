@@ -678,12 +678,12 @@ function table(results: Record<string, any>): string {
   }
   if (results.signup) {
     const s = results.signup;
-    lines.push('', `3. Signups end to end (POST, mail over SMTP, GET link, user active) vs no-op workflow, ${s.concurrency} clients`);
+    lines.push('', `3. Signups end to end (POST, mail over SMTP, confirm through the link (POST verify), user active) vs no-op workflow, ${s.concurrency} clients`);
     lines.push('| | per second | p50 ms |', '|---|---|---|');
     lines.push(`| signups | ${fmt(s.signupsPerSecond, 2)} | ${fmt(s.signupLatencyP50Ms, 0)} |`);
     lines.push(`| no-op workflows | ${fmt(s.noopWorkflowsPerSecond, 2)} | ${fmt(s.noopLatencyP50Ms, 0)} |`);
     lines.push(`| ratio | ${fmt(s.ratio, 3)} | |`);
-    lines.push(`signup steps p50: POST ${fmt(s.stepsP50Ms.post, 0)} ms, mail arrives ${fmt(s.stepsP50Ms.mailArrives, 0)} ms, GET link ${fmt(s.stepsP50Ms.getLink, 0)} ms`);
+    lines.push(`signup steps p50: POST ${fmt(s.stepsP50Ms.post, 0)} ms, mail arrives ${fmt(s.stepsP50Ms.mailArrives, 0)} ms, confirm ${fmt(s.stepsP50Ms.getLink, 0)} ms`);
     const cores = (c: Record<string, { median: number }>) => Object.entries(c).filter(([, v]) => v.median >= 0.01).map(([k, v]) => `${k} ${v.median.toFixed(2)}`).join(', ');
     lines.push(`cores used during signups: ${cores(s.coresDuringSignups)}; during no-ops: ${cores(s.coresDuringNoops)}`);
   }
