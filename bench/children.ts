@@ -30,10 +30,10 @@ export interface Child {
  * Starts `entry` with `env` added to this process's environment; stdout and stderr go to
  * `logFile` (appended), so the child's logs cost it what they cost in production: one write.
  */
-export function startChild(entry: string, env: Record<string, string>, logFile: string, readyTimeoutMs = 120_000): Child {
+export function startChild(entry: string, env: Record<string, string>, logFile: string, readyTimeoutMs = 120_000, extraNodeArgs: string[] = []): Child {
   const fd = openSync(logFile, 'a');
   // BENCH_CHILD_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", to profile the children.
-  const nodeArgs = (process.env.BENCH_CHILD_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const nodeArgs = [...(process.env.BENCH_CHILD_NODE_ARGS ?? '').split(' ').filter(Boolean), ...extraNodeArgs];
   const child = spawn(process.execPath, [...nodeArgs, CHILD_ENTRY, entry], {
     cwd: PROJECT_ROOT,
     env: { ...process.env, ...env },

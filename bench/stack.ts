@@ -16,6 +16,7 @@ import { freePort } from '../src/dev/ports';
 import { startEmbeddedPostgres, type RunningPostgres } from '../src/dev/postgres';
 import { startTemporalDevServer, type RunningDevServer } from '../src/dev/temporalServer';
 import { dataConverter, parseKeys } from '../src/temporal/codec';
+import { WORKER_NODE_FLAGS } from '../src/worker';
 import { FakeTmc } from '../test/support/fakeTmc';
 import { SmtpCapture } from '../test/support/smtpCapture';
 import { SECRET, serviceEnv } from '../test/support/serviceEnv';
@@ -132,7 +133,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   let workersStarted = 0;
   const startWorkerChild = async () => {
     workersStarted++;
-    const child = startChild(WORKER_ENTRY, { ...env, WORKFLOW_BUNDLE_PATH: bundlePath }, path.join(options.dir, `worker-${workersStarted}.log`));
+    // The production worker's Node options, then BENCH_WORKER_NODE_ARGS (to compare heap settings).
+    const workerNodeArgs = [...WORKER_NODE_FLAGS, ...(process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean)];
+    const child = startChild(WORKER_ENTRY, { ...env, WORKFLOW_BUNDLE_PATH: bundlePath }, path.join(options.dir, `worker-${workersStarted}.log`), undefined, workerNodeArgs);
     await child.ready;
     return child;
   };

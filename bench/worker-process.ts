@@ -13,7 +13,7 @@ import { createDb } from '../src/db';
 import { createLogger } from '../src/logger';
 import { resolveKeys } from '../src/temporal/codec';
 import { connectWorker } from '../src/temporal/connection';
-import { createWorker } from '../src/worker';
+import { createWorker, limitHeapGrowth } from '../src/worker';
 import { serveStats } from './processStats';
 
 async function main() {
@@ -23,6 +23,7 @@ async function main() {
   const log = createLogger(config.logLevel);
   // The SDK's own logs: warnings and errors only, as in the tests.
   Runtime.install({ logger: new DefaultLogger('WARN') });
+  limitHeapGrowth(config.worker.heapGrowingPercent);
   if (!config.database.url || !config.temporal.address) throw new Error('DATABASE_URL and TEMPORAL_ADDRESS are required');
   const db = createDb({ url: config.database.url, poolMax: config.database.poolMax, queryTimeoutMs: config.database.queryTimeoutMs, log });
   const connection = await connectWorker(config.temporal.connection);

@@ -26,7 +26,7 @@ import { PROJECT_ROOT, startTemporalDevServer } from './dev/temporalServer';
 import { createLogger } from './logger';
 import { resolveKeys } from './temporal/codec';
 import { connectWorker } from './temporal/connection';
-import { createWorker, installRuntimeLogging } from './worker';
+import { createWorker, installRuntimeLogging, limitHeapGrowth } from './worker';
 
 const DEV_SECRET = 'dev-secret-change-me';
 
@@ -169,6 +169,7 @@ async function main() {
     log = createLogger(config.logLevel);
     // This process stops the worker itself, after the API has drained.
     installRuntimeLogging(log, config.worker.sdkMetricsAddress, { handleSignals: false });
+    limitHeapGrowth(config.worker.heapGrowingPercent);
     const db = createDb({ url: config.database.url!, poolMax: config.database.poolMax, log });
     parts.add(() => db.destroy());
     await migrate(db, { defaultTenant: config.signup.defaultTenant });

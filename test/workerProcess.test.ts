@@ -6,12 +6,14 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../src/config';
 import { freePort } from '../src/dev/ports';
 import { resolveKeys } from '../src/temporal/codec';
 import { connectWorker } from '../src/temporal/connection';
-import { createWorker } from '../src/worker';
+import { createWorker, WORKER_NODE_FLAGS } from '../src/worker';
 import { tmcUserWorkflowId } from '../src/workflows/shared';
 import { eventually, startHarness, type Harness } from './support/harness';
 import { startWorkerProcess } from './support/workerProcess';
@@ -89,4 +91,40 @@ describe('the worker process', () => {
       await connection.close();
     }
   }, 60_000);
+
+  it('takes its concurrent task limits from WORKER_MAX_CONCURRENT_*, the SDK\'s own by default', async () => {
+    const connection = await connectWorker(h.config.temporal.connection);
+    try {
+      const slotsOf = async (env: Record<string, string>) => {
+        const config = loadConfig({ ...h.env, ...env });
+        const w = await createWorker({ config, db: h.db, log: h.log, connection, keys: resolveKeys(config, h.log), workflowBundle: { codePath: inject('workflowBundlePath') } });
+        const running = w.run();
+        w.shutdown();
+        await running;
+        const tuner = w.options.tuner as unknown as Record<string, { numSlots: number }>;
+        return [tuner.activityTaskSlotSupplier!.numSlots, tuner.localActivityTaskSlotSupplier!.numSlots, tuner.workflowTaskSlotSupplier!.numSlots];
+      };
+      expect(await slotsOf({ WORKER_MAX_CONCURRENT_ACTIVITIES: '7', WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES: '8', WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: '9' })).toEqual([7, 8, 9]);
+      expect(await slotsOf({})).toEqual([100, 100, 40]);
+      expect(() => loadConfig({ ...h.env, WORKER_MAX_CONCURRENT_ACTIVITIES: '0' })).toThrow(/WORKER_MAX_CONCURRENT_ACTIVITIES/);
+    } finally {
+      await connection.close();
+    }
+  }, 60_000);
+
+  it('starts with WORKER_NODE_FLAGS in every production command (npm run start:worker, the compose file)', () => {
+    const root = path.join(__dirname, '..');
+    const startWorker = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).scripts['start:worker'] as string;
+    expect(startWorker).toBe(`node ${WORKER_NODE_FLAGS.join(' ')} dist/worker.js`);
+    const compose = readFileSync(path.join(root, 'docker-compose.yml'), 'utf8');
+    expect(compose).toContain(`command: ${JSON.stringify(['node', ...WORKER_NODE_FLAGS, 'dist/worker.js']).replaceAll(',', ', ')}`);
+  });
+
+  it('limits its heap growth with WORKER_HEAP_GROWING_PERCENT, 20 by default, and says so when it starts', () => {
+    expect(loadConfig(h.env).worker.heapGrowingPercent).toBe(20);
+    expect(loadConfig({ ...h.env, WORKER_HEAP_GROWING_PERCENT: '0' }).worker.heapGrowingPercent).toBe(0);
+    expect(() => loadConfig({ ...h.env, WORKER_HEAP_GROWING_PERCENT: '-5' })).toThrow(/WORKER_HEAP_GROWING_PERCENT/);
+    // The worker process of the first test logged its settings when it started.
+    expect(output()).toMatch(/"heapGrowingPercent":20\b.*"worker started"|"worker started".*"heapGrowingPercent":20\b/);
+  });
 });

@@ -18,6 +18,7 @@ import { startEmbeddedPostgres, type RunningPostgres } from '../../src/dev/postg
 import { freePort } from '../../src/dev/ports';
 import { dataConverter, parseKeys } from '../../src/temporal/codec';
 import { connectClient } from '../../src/temporal/connection';
+import { WORKER_NODE_FLAGS } from '../../src/worker';
 import { signupWorkflowId } from '../../src/workflows/shared';
 import { makeTestPki, type TestPki } from '../support/certs';
 import { FakeTmc } from '../support/fakeTmc';
@@ -48,7 +49,7 @@ class Service {
   start(): this {
     const entry = this.kind === 'worker' ? 'dist/worker.js' : 'dist/api/main.js';
     this.output = [];
-    this.proc = spawn(process.execPath, [entry], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn(process.execPath, [...(this.kind === 'worker' ? WORKER_NODE_FLAGS : []), entry], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent', ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.on('data', (c) => this.output.push(String(c)));
     this.proc.stderr!.on('data', (c) => this.output.push(String(c)));
     return this;

@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { eventually } from './serviceEnv';
+import { WORKER_NODE_FLAGS } from '../../src/worker';
 
 export interface WorkerProcess {
   child: ChildProcess;
@@ -18,7 +19,7 @@ export interface WorkerProcess {
  */
 export async function startWorkerProcess(env: Record<string, string | undefined>): Promise<WorkerProcess> {
   const chunks: string[] = [];
-  const child = spawn(process.execPath, ['--require', 'tsx/cjs', 'src/worker.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...WORKER_NODE_FLAGS, '--require', 'tsx/cjs', 'src/worker.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.on('data', (c) => chunks.push(String(c)));
   child.stderr!.on('data', (c) => chunks.push(String(c)));
   const output = () => chunks.join('');
