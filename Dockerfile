@@ -1,6 +1,7 @@
 # One image for both processes:
 #   API     node dist/api/main.js   (the default command)
-#   worker  node dist/worker.js     (docker-compose.yml overrides the command)
+#   worker  node --max-semi-space-size=4 dist/worker.js   (docker-compose.yml overrides the command;
+#           the option is WORKER_NODE_FLAGS in src/worker.ts)
 # Both read their configuration from the environment (see .env.example) and apply pending
 # knex migrations at start. The worker bundles dist/workflows/index.js at start with the
 # webpack/swc that @temporalio/worker (a regular dependency) brings, so no dev dependency is needed.

@@ -182,6 +182,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
       'invalid configuration:\n  TRUST_PROXY: replaced by TRUSTED_PROXY_COUNT, the number of reverse proxies in front of the API (1 for one proxy); remove TRUST_PROXY',
     );
   }
+  // The SDK needs 2 workflow-task slots or more, and no more than runs it may cache (version 1.24
+  // no longer checks this itself once the limit is given as a number).
+  const wfts = e.WORKER_MAX_CONCURRENT_WORKFLOW_TASKS;
+  if (wfts !== undefined && (wfts < 2 || wfts > e.WORKER_MAX_CACHED_WORKFLOWS)) {
+    throw new ConfigError(`invalid configuration:\n  WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: must be 2 or more and at most WORKER_MAX_CACHED_WORKFLOWS (${e.WORKER_MAX_CACHED_WORKFLOWS}), got ${wfts}`);
+  }
   const temporalConnection = loadTemporalConnection(env);
   if (!temporalConnection.ok) throw new ConfigError(`invalid configuration:\n${temporalConnection.problems.map((p) => `  ${p}`).join('\n')}`);
   if (e.NODE_ENV === 'production') {

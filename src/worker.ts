@@ -58,12 +58,22 @@ export async function createWorker({ config, db, log, connection, keys, workflow
  * Node options every production worker process starts with (`npm run start:worker`, the compose
  * file's worker): V8's young generation at most 4 MiB per semi-space instead of 16, in each of
  * the process's heaps (its main thread and the SDK's workflow thread). With
- * WORKER_HEAP_GROWING_PERCENT they kept a worker at 241 MiB RSS right after a burst of 10 000
- * signups, against 296 MiB without (docs/benchmarks.md, section 4). A command-line option, as V8
- * sizes the young generation when it creates a heap; test/workerProcess.test.ts checks that the
- * commands carry it.
+ * WORKER_HEAP_GROWING_PERCENT they kept a worker at 241–248 MiB RSS right after a burst of 10 000
+ * signups, against 292–296 MiB without, for ~10 % more CPU per signup (docs/benchmarks.md,
+ * section 4). A command-line option (or NODE_OPTIONS), as V8 sizes the young generation when it
+ * creates a heap; test/workerProcess.test.ts checks that the commands carry it, and the worker
+ * warns at start when it is missing.
  */
 export const WORKER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+
+/**
+ * Which of WORKER_NODE_FLAGS this process did not start with, on its command line or in
+ * NODE_OPTIONS. Empty when all are there.
+ */
+export function missingWorkerNodeFlags(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): string[] {
+  const given = new Set([...execArgv, ...nodeOptions.split(/\s+/)]);
+  return WORKER_NODE_FLAGS.filter((flag) => !given.has(flag));
+}
 
 /**
  * Sets V8's heap growing factor for this whole process (every isolate, the SDK's workflow thread
@@ -114,6 +124,8 @@ async function main() {
   const log = createLogger(config.logLevel);
   installRuntimeLogging(log, config.worker.sdkMetricsAddress);
   limitHeapGrowth(config.worker.heapGrowingPercent);
+  const missingFlags = missingWorkerNodeFlags();
+  if (missingFlags.length) log.warn({ missingFlags }, `worker started without ${missingFlags.join(' ')}: it runs, with more memory after a burst of work; start it as npm run start:worker does (node ${WORKER_NODE_FLAGS.join(' ')} dist/worker.js)`);
   if (!config.database.url) throw new Error('DATABASE_URL is required for the worker');
   const metricsServer = await serveMetrics(config.worker.metricsPort);
   if (!config.temporal.address) throw new Error('TEMPORAL_ADDRESS (or a TEMPORAL_CONFIG_FILE profile with an address) is required for the worker');
@@ -128,7 +140,7 @@ async function main() {
   const connection = await connectWorker(config.temporal.connection);
   const worker = await createWorker({ config, db, log, connection, keys: resolveKeys(config, log) });
   const { maxCachedWorkflows, heapGrowingPercent } = config.worker;
-  log.info({ taskQueue: config.temporal.taskQueue, namespace: config.temporal.namespace, maxCachedWorkflows, heapGrowingPercent }, 'worker started');
+  log.info({ taskQueue: config.temporal.taskQueue, namespace: config.temporal.namespace, maxCachedWorkflows, heapGrowingPercent, nodeFlags: process.execArgv }, 'worker started');
   // Worker.run() resolves after SIGINT/SIGTERM, once in-flight tasks have drained.
   await worker.run();
   await connection.close();

@@ -15,6 +15,7 @@ import { startApi } from '../src/api/main';
 import { loadConfig } from '../src/config';
 import { createDb } from '../src/db';
 import { resolveKeys } from '../src/temporal/codec';
+import { WORKER_NODE_FLAGS } from '../src/worker';
 import { createDatabase, eventually, startHarness } from './support/harness';
 
 const ROUNDS = 6;
@@ -62,7 +63,7 @@ describe('a worker killed while it holds a create', () => {
     let worker: ChildProcess | undefined;
     try {
       const output: string[] = [];
-      worker = spawn(process.execPath, ['--require', 'tsx/cjs', 'src/worker.ts'], {
+      worker = spawn(process.execPath, [...WORKER_NODE_FLAGS, '--require', 'tsx/cjs', 'src/worker.ts'], {
         env: { ...process.env, ...h.env, WORKER_METRICS_PORT: '0', TEMPORAL_SDK_METRICS_ADDRESS: '127.0.0.1:0' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });

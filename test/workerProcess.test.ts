@@ -8,12 +8,13 @@ import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import v8 from 'node:v8';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { loadConfig } from '../src/config';
 import { freePort } from '../src/dev/ports';
 import { resolveKeys } from '../src/temporal/codec';
 import { connectWorker } from '../src/temporal/connection';
-import { createWorker, WORKER_NODE_FLAGS } from '../src/worker';
+import { createWorker, limitHeapGrowth, missingWorkerNodeFlags, WORKER_NODE_FLAGS } from '../src/worker';
 import { tmcUserWorkflowId } from '../src/workflows/shared';
 import { eventually, startHarness, type Harness } from './support/harness';
 import { startWorkerProcess } from './support/workerProcess';
@@ -124,7 +125,30 @@ describe('the worker process', () => {
     expect(loadConfig(h.env).worker.heapGrowingPercent).toBe(20);
     expect(loadConfig({ ...h.env, WORKER_HEAP_GROWING_PERCENT: '0' }).worker.heapGrowingPercent).toBe(0);
     expect(() => loadConfig({ ...h.env, WORKER_HEAP_GROWING_PERCENT: '-5' })).toThrow(/WORKER_HEAP_GROWING_PERCENT/);
-    // The worker process of the first test logged its settings when it started.
-    expect(output()).toMatch(/"heapGrowingPercent":20\b.*"worker started"|"worker started".*"heapGrowingPercent":20\b/);
+    const setFlags = vi.spyOn(v8, 'setFlagsFromString').mockImplementation(() => undefined);
+    try {
+      limitHeapGrowth(20);
+      limitHeapGrowth(0); // V8's own factor: nothing set
+      expect(setFlags.mock.calls).toEqual([['--heap-growing-percent=20']]);
+    } finally {
+      setFlags.mockRestore();
+    }
+    // The worker process of the first test logged its settings and Node options when it started,
+    // and did not warn about missing ones.
+    const started = output().split('\n').find((line) => line.includes('"worker started"'));
+    expect(JSON.parse(started!)).toMatchObject({ heapGrowingPercent: 20, nodeFlags: expect.arrayContaining([...WORKER_NODE_FLAGS]) });
+    expect(output()).not.toContain('worker started without');
+  });
+
+  it('names the Node options it was started without, from its command line and NODE_OPTIONS', () => {
+    expect(missingWorkerNodeFlags(['--require', 'tsx/cjs'], '')).toEqual([...WORKER_NODE_FLAGS]);
+    expect(missingWorkerNodeFlags([...WORKER_NODE_FLAGS], '')).toEqual([]);
+    expect(missingWorkerNodeFlags([], ` ${WORKER_NODE_FLAGS.join(' ')} --enable-source-maps`)).toEqual([]);
+  });
+
+  it('refuses a workflow-task limit under 2 or over the cache size', () => {
+    expect(() => loadConfig({ ...h.env, WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: '1' })).toThrow(/WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: must be 2 or more/);
+    expect(() => loadConfig({ ...h.env, WORKER_MAX_CACHED_WORKFLOWS: '50', WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: '51' })).toThrow(/at most WORKER_MAX_CACHED_WORKFLOWS \(50\)/);
+    expect(loadConfig({ ...h.env, WORKER_MAX_CACHED_WORKFLOWS: '50', WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: '50' }).worker.maxConcurrentWorkflowTasks).toBe(50);
   });
 });
