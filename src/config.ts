@@ -126,7 +126,7 @@ const envSchema = z.object({
   WORKER_MAX_CONCURRENT_ACTIVITIES: z.coerce.number().int().positive().optional(),
   /** Local activities (a signup's candidate user and its mail) a worker runs at once. */
   WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES: z.coerce.number().int().positive().optional(),
-  /** Workflow tasks a worker processes at once. */
+  /** Workflow tasks a worker processes at once: 2 up to WORKER_MAX_CACHED_WORKFLOWS; unset, 40 or the cache size if smaller. */
   WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: z.coerce.number().int().positive().optional(),
 
   /** true: every rate limit is off. For load tests and benchmarks only. */
@@ -241,7 +241,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
     moocfi: { graphqlUrl: e.MOOCFI_GRAPHQL_URL ?? '', accessToken: e.TMC_ACCESS_TOKEN, timeoutMs: e.MOOCFI_TIMEOUT },
     worker: { metricsPort: e.WORKER_METRICS_PORT, sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS, maxCachedWorkflows: e.WORKER_MAX_CACHED_WORKFLOWS, stickyQueueTimeoutMs: e.WORKER_STICKY_QUEUE_TIMEOUT,
-      maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES, maxConcurrentLocalActivities: e.WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES, maxConcurrentWorkflowTasks: e.WORKER_MAX_CONCURRENT_WORKFLOW_TASKS,
+      maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES, maxConcurrentLocalActivities: e.WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES, // Unset: the SDK's 40, or the cache size if that is smaller (the SDK did this itself before
+      // 1.24, and a worker with more workflow tasks than cached runs evicts runs it is working on).
+      maxConcurrentWorkflowTasks: e.WORKER_MAX_CONCURRENT_WORKFLOW_TASKS ?? Math.max(2, Math.min(40, e.WORKER_MAX_CACHED_WORKFLOWS)),
       heapGrowingPercent: e.WORKER_HEAP_GROWING_PERCENT },
   };
 }

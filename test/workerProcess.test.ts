@@ -146,9 +146,12 @@ describe('the worker process', () => {
     expect(missingWorkerNodeFlags([], ` ${WORKER_NODE_FLAGS.join(' ')} --enable-source-maps`)).toEqual([]);
   });
 
-  it('refuses a workflow-task limit under 2 or over the cache size', () => {
+  it('refuses a workflow-task limit under 2 or over the cache size, and keeps an unset one within the cache', () => {
     expect(() => loadConfig({ ...h.env, WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: '1' })).toThrow(/WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: must be 2 or more/);
     expect(() => loadConfig({ ...h.env, WORKER_MAX_CACHED_WORKFLOWS: '50', WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: '51' })).toThrow(/at most WORKER_MAX_CACHED_WORKFLOWS \(50\)/);
     expect(loadConfig({ ...h.env, WORKER_MAX_CACHED_WORKFLOWS: '50', WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: '50' }).worker.maxConcurrentWorkflowTasks).toBe(50);
+    // Unset, it follows a cache smaller than the SDK's 40.
+    expect(loadConfig({ ...h.env, WORKER_MAX_CACHED_WORKFLOWS: '20' }).worker.maxConcurrentWorkflowTasks).toBe(20);
+    expect(loadConfig(h.env).worker.maxConcurrentWorkflowTasks).toBe(40);
   });
 });
