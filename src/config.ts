@@ -240,10 +240,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env) {
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
     moocfi: { graphqlUrl: e.MOOCFI_GRAPHQL_URL ?? '', accessToken: e.TMC_ACCESS_TOKEN, timeoutMs: e.MOOCFI_TIMEOUT },
-    worker: { metricsPort: e.WORKER_METRICS_PORT, sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS, maxCachedWorkflows: e.WORKER_MAX_CACHED_WORKFLOWS, stickyQueueTimeoutMs: e.WORKER_STICKY_QUEUE_TIMEOUT,
-      maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES, maxConcurrentLocalActivities: e.WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES, // Unset: the SDK's 40, or the cache size if that is smaller (the SDK did this itself before
+    worker: {
+      metricsPort: e.WORKER_METRICS_PORT,
+      sdkMetricsAddress: e.TEMPORAL_SDK_METRICS_ADDRESS,
+      maxCachedWorkflows: e.WORKER_MAX_CACHED_WORKFLOWS,
+      stickyQueueTimeoutMs: e.WORKER_STICKY_QUEUE_TIMEOUT,
+      heapGrowingPercent: e.WORKER_HEAP_GROWING_PERCENT,
+      maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES,
+      maxConcurrentLocalActivities: e.WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES,
+      // Unset: the SDK's 40, or the cache size if that is smaller (the SDK did this itself before
       // 1.24, and a worker with more workflow tasks than cached runs evicts runs it is working on).
       maxConcurrentWorkflowTasks: e.WORKER_MAX_CONCURRENT_WORKFLOW_TASKS ?? Math.max(2, Math.min(40, e.WORKER_MAX_CACHED_WORKFLOWS)),
-      heapGrowingPercent: e.WORKER_HEAP_GROWING_PERCENT },
+    },
   };
 }

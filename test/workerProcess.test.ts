@@ -74,43 +74,36 @@ describe('the worker process', () => {
     expect(recorded).toHaveLength(1);
   }, 120_000);
 
-  it('bounds its workflow cache with WORKER_MAX_CACHED_WORKFLOWS, 100 by default (not the SDK\'s heap-sized default)', async () => {
+  /** The options a worker built from this environment runs with (it is started and stopped at once). */
+  async function workerOptionsFor(env: Record<string, string>) {
     const connection = await connectWorker(h.config.temporal.connection);
     try {
-      const cacheOf = async (env: Record<string, string>) => {
-        const config = loadConfig({ ...h.env, ...env });
-        const w = await createWorker({ config, db: h.db, log: h.log, connection, keys: resolveKeys(config, h.log), workflowBundle: { codePath: inject('workflowBundlePath') } });
-        const running = w.run();
-        w.shutdown();
-        await running;
-        return w.options.maxCachedWorkflows;
-      };
-      expect(await cacheOf({ WORKER_MAX_CACHED_WORKFLOWS: '50' })).toBe(50);
-      expect(await cacheOf({})).toBe(100);
-      expect(() => loadConfig({ ...h.env, WORKER_MAX_CACHED_WORKFLOWS: '0' })).toThrow(/WORKER_MAX_CACHED_WORKFLOWS/);
+      const config = loadConfig({ ...h.env, ...env });
+      const w = await createWorker({ config, db: h.db, log: h.log, connection, keys: resolveKeys(config, h.log), workflowBundle: { codePath: inject('workflowBundlePath') } });
+      const running = w.run();
+      w.shutdown();
+      await running;
+      return w.options;
     } finally {
       await connection.close();
     }
+  }
+
+  it('bounds its workflow cache with WORKER_MAX_CACHED_WORKFLOWS, 100 by default (not the SDK\'s heap-sized default)', async () => {
+    const cacheOf = async (env: Record<string, string>) => (await workerOptionsFor(env)).maxCachedWorkflows;
+    expect(await cacheOf({ WORKER_MAX_CACHED_WORKFLOWS: '50' })).toBe(50);
+    expect(await cacheOf({})).toBe(100);
+    expect(() => loadConfig({ ...h.env, WORKER_MAX_CACHED_WORKFLOWS: '0' })).toThrow(/WORKER_MAX_CACHED_WORKFLOWS/);
   }, 60_000);
 
   it('takes its concurrent task limits from WORKER_MAX_CONCURRENT_*, the SDK\'s own by default', async () => {
-    const connection = await connectWorker(h.config.temporal.connection);
-    try {
-      const slotsOf = async (env: Record<string, string>) => {
-        const config = loadConfig({ ...h.env, ...env });
-        const w = await createWorker({ config, db: h.db, log: h.log, connection, keys: resolveKeys(config, h.log), workflowBundle: { codePath: inject('workflowBundlePath') } });
-        const running = w.run();
-        w.shutdown();
-        await running;
-        const tuner = w.options.tuner as unknown as Record<string, { numSlots: number }>;
-        return [tuner.activityTaskSlotSupplier!.numSlots, tuner.localActivityTaskSlotSupplier!.numSlots, tuner.workflowTaskSlotSupplier!.numSlots];
-      };
-      expect(await slotsOf({ WORKER_MAX_CONCURRENT_ACTIVITIES: '7', WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES: '8', WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: '9' })).toEqual([7, 8, 9]);
-      expect(await slotsOf({})).toEqual([100, 100, 40]);
-      expect(() => loadConfig({ ...h.env, WORKER_MAX_CONCURRENT_ACTIVITIES: '0' })).toThrow(/WORKER_MAX_CONCURRENT_ACTIVITIES/);
-    } finally {
-      await connection.close();
-    }
+    const slotsOf = async (env: Record<string, string>) => {
+      const tuner = (await workerOptionsFor(env)).tuner as unknown as Record<string, { numSlots: number }>;
+      return [tuner.activityTaskSlotSupplier!.numSlots, tuner.localActivityTaskSlotSupplier!.numSlots, tuner.workflowTaskSlotSupplier!.numSlots];
+    };
+    expect(await slotsOf({ WORKER_MAX_CONCURRENT_ACTIVITIES: '7', WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES: '8', WORKER_MAX_CONCURRENT_WORKFLOW_TASKS: '9' })).toEqual([7, 8, 9]);
+    expect(await slotsOf({})).toEqual([100, 100, 40]);
+    expect(() => loadConfig({ ...h.env, WORKER_MAX_CONCURRENT_ACTIVITIES: '0' })).toThrow(/WORKER_MAX_CONCURRENT_ACTIVITIES/);
   }, 60_000);
 
   it('starts with WORKER_NODE_FLAGS in every production command (npm run start:worker, the compose file)', () => {
